@@ -1,0 +1,156 @@
+//! Per-record cleaning: raw message bytes in, a typed row or a dead-letter reason out.
+//!
+//! The rules are the record contract in `shared/spec/cleaning.md`. Cleaning is a pure
+//! function of the bytes (no clock, no state), so re-reading a record after a crash routes
+//! it to the same table as the first time: exactly-once relies on that.
+//!
+//! - [`value`]: strict JSON walk and the coercions shared by every kind.
+//! - [`kinds`]: field lists and per-kind rules.
+//! - [`batch`]: Arrow schemas and builders for clean and dead-letter rows.
+
+pub mod batch;
+pub mod kinds;
+pub mod value;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use batch::{dead_letter_schema, schema, CleanBatchBuilder, DeadLetterBatchBuilder, Lineage};
+pub use kinds::{GeoRow, PinRow, UserRow};
+use value::FieldError;
+
+/// The three event kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Pin,
+    Geo,
+    User,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Pin, Kind::Geo, Kind::User];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Pin => "pin",
+            Kind::Geo => "geo",
+            Kind::User => "user",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pin" => Ok(Kind::Pin),
+            "geo" => Ok(Kind::Geo),
+            "user" => Ok(Kind::User),
+            other => Err(format!("unknown kind {other:?} (allowed: pin, geo, user)")),
+        }
+    }
+}
+
+/// Why a record goes to the dead-letter table. `Display` is the `error` column: the text
+/// before `:` names the rule or the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reject {
+    InvalidUtf8,
+    InvalidJson(String),
+    NotObject,
+    TooLarge { size: usize, max: usize },
+    Field { field: &'static str, error: FieldError },
+}
+
+impl Reject {
+    pub fn field(field: &'static str, error: FieldError) -> Self {
+        Reject::Field { field, error }
+    }
+
+    /// A short, bounded label for metrics (`invalid json`, `age`, ...).
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Reject::InvalidUtf8 => "invalid utf-8",
+            Reject::InvalidJson(_) => "invalid json",
+            Reject::NotObject => "not a json object",
+            Reject::TooLarge { .. } => "too large",
+            Reject::Field { field, .. } => field,
+        }
+    }
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reject::InvalidUtf8 => f.write_str("invalid utf-8"),
+            Reject::InvalidJson(e) => write!(f, "invalid json: {e}"),
+            Reject::NotObject => f.write_str("not a json object"),
+            Reject::TooLarge { size, max } => {
+                write!(f, "too large: {size} bytes (limit {max})")
+            }
+            Reject::Field { field, error } => write!(f, "{field}: {error}"),
+        }
+    }
+}
+
+/// A clean row of any kind, borrowing from the message it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Row<'a> {
+    Pin(PinRow<'a>),
+    Geo(GeoRow<'a>),
+    User(UserRow<'a>),
+}
+
+impl Row<'_> {
+    /// Fields the record carried that the contract does not know (counted, not errors).
+    pub fn unknown_fields(&self) -> u32 {
+        match self {
+            Row::Pin(r) => r.unknown_fields,
+            Row::Geo(r) => r.unknown_fields,
+            Row::User(r) => r.unknown_fields,
+        }
+    }
+}
+
+/// Largest message cleaned; a larger one is a dead letter (its bytes are still kept).
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// Cleans one message of `kind`.
+pub fn clean(kind: Kind, raw: &[u8], max_bytes: usize) -> Result<Row<'_>, Reject> {
+    if raw.len() > max_bytes {
+        return Err(Reject::TooLarge { size: raw.len(), max: max_bytes });
+    }
+    let text = std::str::from_utf8(raw).map_err(|_| Reject::InvalidUtf8)?;
+    match kind {
+        Kind::Pin => kinds::parse_pin(text).map(Row::Pin),
+        Kind::Geo => kinds::parse_geo(text).map(Row::Geo),
+        Kind::User => kinds::parse_user(text).map(Row::User),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_record_rules() {
+        let max = DEFAULT_MAX_RECORD_BYTES;
+        assert_eq!(clean(Kind::User, b"\xff{}", max), Err(Reject::InvalidUtf8));
+        assert_eq!(clean(Kind::User, b"[1]", max), Err(Reject::NotObject));
+        assert!(matches!(clean(Kind::User, b"{\"ind\":1} x", max), Err(Reject::InvalidJson(_))));
+        assert!(matches!(clean(Kind::Geo, &[b' '; 10], 4), Err(Reject::TooLarge { .. })));
+        let r = clean(Kind::User, br#"{"ind":1,"zz":{"a":[1,2]},"y":3}"#, max).unwrap();
+        assert_eq!(r.unknown_fields(), 2);
+        let r = clean(Kind::User, br#"{"ind":1,"first_name":"A\u00e9"}"#, max).unwrap();
+        assert!(matches!(r, Row::User(UserRow { user_name: Some(ref n), .. }) if n == "Aé"));
+    }
+}

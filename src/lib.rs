@@ -1,0 +1,25 @@
+//! pinpipe: cleans Pinterest-style pin/geo/user events into Delta Lake tables.
+//!
+//! Layout follows the data flow:
+//! - [`clean`]: per-record cleaning into typed Arrow rows or dead-letter reasons.
+//! - [`sources`]: where records come from (batch files; Kafka and Kinesis later).
+//! - [`sink`]: Delta tables, the per-table writer actor and same-commit checkpoints.
+//! - [`emulate`]: the deterministic generator of posts.
+//! - [`config`]: the configuration file, overrides and validation.
+pub mod clean;
+pub mod config;
+pub mod emulate;
+pub mod sink;
+pub mod sources;
+
+/// Runs `fut` inside an actix `System` backed by a multi-threaded tokio runtime: writer
+/// actors get their own arbiter threads, cleaning and I/O use the runtime's workers.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+    .block_on(fut)
+}
