@@ -1,0 +1,235 @@
+//! Where the Delta tables live and how they are opened: a local folder or `s3://bucket/prefix`.
+//!
+//! Every table is created on first use from the Arrow schema of its kind. On S3 the
+//! deltalake S3 log store commits with conditional puts (`If-None-Match: *`), so several
+//! processes can append to one table without an external lock table.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Once;
+
+use arrow_schema::SchemaRef;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::StructType;
+use deltalake::{DeltaTable, DeltaTableError, TableProperty};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::clean::Kind;
+
+/// Storage settings of the tables (the `[tables]` config section).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TablesConfig {
+    /// A folder (`./data`) or an `s3://bucket/prefix` URI; each table is a child of it.
+    pub location: String,
+    /// S3 endpoint of a non-AWS server (MinIO, moto, ...). Empty: AWS itself.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Allow `http://` endpoints (test servers); off for AWS.
+    pub allow_http: bool,
+    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible servers need.
+    pub path_style: bool,
+    /// Static credentials; without them the standard AWS credential chain is used.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Delta checkpoint every N commits (keeps table loading and resume fast).
+    pub checkpoint_interval: u32,
+}
+
+impl Default for TablesConfig {
+    fn default() -> Self {
+        Self {
+            location: "./data".into(),
+            endpoint: None,
+            region: None,
+            allow_http: false,
+            path_style: false,
+            access_key_id: None,
+            secret_access_key: None,
+            checkpoint_interval: 100,
+        }
+    }
+}
+
+/// Errors opening or creating a table.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("table location {location:?}: {reason}")]
+    Location { location: String, reason: String },
+    #[error("table {table}: {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: DeltaTableError,
+    },
+    #[error("table {table} exists with a different schema than pinpipe writes: {detail}")]
+    SchemaMismatch { table: String, detail: String },
+}
+
+/// The name of a clean table (`pin`) or its dead-letter table (`pin_dead_letter`).
+pub fn table_name(kind: Kind, dead_letter: bool) -> String {
+    if dead_letter {
+        format!("{}_dead_letter", kind.as_str())
+    } else {
+        kind.as_str().to_string()
+    }
+}
+
+impl TablesConfig {
+    /// The storage options deltalake / object_store understand.
+    pub fn storage_options(&self) -> HashMap<String, String> {
+        let mut o = HashMap::new();
+        let mut put = |k: &str, v: Option<&String>| {
+            if let Some(v) = v.filter(|v| !v.is_empty()) {
+                o.insert(k.to_string(), v.clone());
+            }
+        };
+        put("AWS_ENDPOINT_URL", self.endpoint.as_ref());
+        put("AWS_REGION", self.region.as_ref());
+        put("AWS_ACCESS_KEY_ID", self.access_key_id.as_ref());
+        put("AWS_SECRET_ACCESS_KEY", self.secret_access_key.as_ref());
+        if self.allow_http {
+            o.insert("AWS_ALLOW_HTTP".into(), "true".into());
+        }
+        if self.path_style {
+            o.insert("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(), "false".into());
+        }
+        o
+    }
+
+    /// The URL of the root under which all tables live.
+    pub fn root_url(&self) -> Result<Url, TableError> {
+        location_url(&self.location)
+    }
+
+    /// The URL of one table.
+    pub fn table_url(&self, name: &str) -> Result<Url, TableError> {
+        let root = self.root_url()?;
+        let mut s = root.to_string();
+        if !s.ends_with('/') {
+            s.push('/');
+        }
+        s.push_str(name);
+        s.push('/');
+        Url::parse(&s).map_err(|e| TableError::Location { location: s.clone(), reason: e.to_string() })
+    }
+
+    /// Opens the table, creating it (with `schema`) if it does not exist yet.
+    pub async fn open_or_create(&self, name: &str, schema: &SchemaRef) -> Result<DeltaTable, TableError> {
+        register_handlers();
+        let url = self.table_url(name)?;
+        if url.scheme() == "file" {
+            let path = url.to_file_path().map_err(|_| TableError::Location {
+                location: url.to_string(),
+                reason: "not a local path".into(),
+            })?;
+            std::fs::create_dir_all(&path).map_err(|e| TableError::Location {
+                location: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        let delta = |source| TableError::Delta { table: name.to_string(), source };
+        let table = DeltaTable::try_from_url_with_storage_options(url.clone(), self.storage_options())
+            .await
+            .map_err(delta)?;
+        if table.version().is_some() {
+            check_schema(name, &table, schema)?;
+            return Ok(table);
+        }
+        let fields: StructType = schema.as_ref().try_into_kernel().map_err(|e| delta(e.into()))?;
+        let created = table
+            .create()
+            .with_table_name(name)
+            .with_columns(fields.fields().cloned())
+            .with_configuration_property(
+                TableProperty::CheckpointInterval,
+                Some(self.checkpoint_interval.to_string()),
+            )
+            .await;
+        match created {
+            Ok(t) => Ok(t),
+            // Another process created it first: use theirs.
+            Err(e) => {
+                let table = DeltaTable::try_from_url_with_storage_options(url, self.storage_options())
+                    .await
+                    .map_err(delta)?;
+                if table.version().is_none() {
+                    return Err(delta(e));
+                }
+                check_schema(name, &table, schema)?;
+                Ok(table)
+            }
+        }
+    }
+}
+
+fn check_schema(name: &str, table: &DeltaTable, schema: &SchemaRef) -> Result<(), TableError> {
+    let delta = |source| TableError::Delta { table: name.to_string(), source };
+    let snapshot = table.snapshot().map_err(delta)?;
+    let have: Vec<String> = snapshot.schema().fields().map(|f| f.name().to_string()).collect();
+    let want: Vec<String> = schema.fields().iter().map(|f| f.name().to_string()).collect();
+    if have != want {
+        return Err(TableError::SchemaMismatch {
+            table: name.to_string(),
+            detail: format!("columns {have:?}, expected {want:?}"),
+        });
+    }
+    Ok(())
+}
+
+/// Parses a folder path or URL into a URL (relative folders are made absolute).
+pub fn location_url(location: &str) -> Result<Url, TableError> {
+    let bad = |reason: String| TableError::Location { location: location.to_string(), reason };
+    if location.trim().is_empty() {
+        return Err(bad("empty".into()));
+    }
+    if location.contains("://") {
+        let url = Url::parse(location).map_err(|e| bad(e.to_string()))?;
+        return match url.scheme() {
+            "s3" | "s3a" | "file" | "memory" => {
+                if url.scheme().starts_with("s3") && url.host_str().unwrap_or("").is_empty() {
+                    return Err(bad("an s3 URI needs a bucket: s3://bucket/prefix".into()));
+                }
+                Ok(url)
+            }
+            other => Err(bad(format!("unsupported scheme {other:?} (allowed: a folder path, s3://, file://)"))),
+        };
+    }
+    let mut path = PathBuf::from(location);
+    if path.is_relative() {
+        path = std::env::current_dir().map_err(|e| bad(e.to_string()))?.join(path);
+    }
+    Url::from_directory_path(&path).map_err(|_| bad("not an absolute path".into()))
+}
+
+fn register_handlers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| deltalake::aws::register_handlers(None));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let c = TablesConfig { location: "s3://b/raw/tables".into(), ..Default::default() };
+        assert_eq!(c.table_url("pin").unwrap().as_str(), "s3://b/raw/tables/pin/");
+        assert!(location_url("s3:///x").is_err());
+        assert!(location_url("gs://b/x").is_err());
+        assert!(location_url("").is_err());
+        let local = location_url("rel/dir").unwrap();
+        assert_eq!(local.scheme(), "file");
+        assert!(local.path().ends_with("/rel/dir/"));
+    }
+
+    #[test]
+    fn options_only_when_set() {
+        let c = TablesConfig { path_style: true, allow_http: true, endpoint: Some("http://127.0.0.1:1".into()), ..Default::default() };
+        let o = c.storage_options();
+        assert_eq!(o["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"], "false");
+        assert_eq!(o["AWS_ALLOW_HTTP"], "true");
+        assert!(!o.contains_key("AWS_REGION"));
+    }
+}
