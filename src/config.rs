@@ -1,0 +1,255 @@
+//! Configuration: `config/pinpipe.toml` (or `--config FILE`), then `PINPIPE__SECTION__KEY`
+//! environment overrides, then validation.
+//!
+//! Every section has defaults, so an empty file (or none) is a working local setup.
+//! Unknown keys are errors (a typo must not silently fall back to a default), and
+//! validation errors name the key and the allowed values.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::clean::{Kind, DEFAULT_MAX_RECORD_BYTES};
+use crate::sink::{TablesConfig, WriterConfig};
+
+/// The default config file, relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/pinpipe.toml";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub tables: TablesConfig,
+    pub writer: WriterConfig,
+    pub clean: CleanConfig,
+    pub batch: BatchConfig,
+    pub emulate: EmulateConfig,
+}
+
+/// `[clean]`: limits of per-record cleaning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CleanConfig {
+    /// A record larger than this is a dead letter (`too large`), bytes kept.
+    pub max_record_bytes: usize,
+}
+
+impl Default for CleanConfig {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
+}
+
+/// `[batch]`: the backfill from raw JSON files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Folder or `s3://bucket/prefix` with the raw JSON.
+    pub input: String,
+    /// Kind of every object, for inputs not in the Kafka Connect layout.
+    pub kind: Option<Kind>,
+    /// Objects read at the same time.
+    pub concurrency: usize,
+    /// Rows per Arrow batch handed to a writer.
+    pub batch_rows: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            input: "./raw".into(),
+            kind: None,
+            concurrency: 4,
+            batch_rows: 8192,
+        }
+    }
+}
+
+/// `[emulate]`: the deterministic post generator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmulateConfig {
+    pub seed: u64,
+    /// Share of records made invalid on purpose (dead-letter path), 0..=1.
+    pub invalid_share: f64,
+    /// Indexes are drawn from 0..index_pool, so posts repeat like the seed's.
+    pub index_pool: u64,
+    /// Topics are `<topic_prefix>.pin|geo|user`.
+    pub topic_prefix: String,
+    /// Kafka partitions per topic in the file layout.
+    pub partitions: u32,
+    /// Records per file in the Kafka Connect layout.
+    pub records_per_file: usize,
+}
+
+impl Default for EmulateConfig {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            invalid_share: 0.005,
+            index_pool: 11_000,
+            topic_prefix: "pinpipe".into(),
+            partitions: 3,
+            records_per_file: 10_000,
+        }
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("config: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("config key {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Loads `path` (or [`DEFAULT_PATH`] when it exists), applies `PINPIPE__*` overrides and
+    /// validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut b = config::Config::builder();
+        match path {
+            Some(p) if !p.exists() => return Err(ConfigError::Missing(p.to_path_buf())),
+            Some(p) => b = b.add_source(config::File::from(p)),
+            None if Path::new(DEFAULT_PATH).exists() => b = b.add_source(config::File::with_name(DEFAULT_PATH)),
+            None => {}
+        }
+        let env = config::Environment::with_prefix("PINPIPE")
+            .separator("__")
+            .try_parsing(true);
+        let cfg: Config = b.add_source(env).build()?.try_deserialize()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and combinations serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::sink::table::location_url(&self.tables.location).map_err(|e| {
+            invalid(
+                "tables.location",
+                format!("{e} (allowed: a folder path or s3://bucket/prefix)"),
+            )
+        })?;
+        if self.tables.checkpoint_interval == 0 {
+            return Err(invalid("tables.checkpoint_interval", "must be at least 1"));
+        }
+        if let Some(ep) = &self.tables.endpoint {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                return Err(invalid(
+                    "tables.endpoint",
+                    format!("{ep:?} is not an http:// or https:// URL"),
+                ));
+            }
+            if ep.starts_with("http://") && !self.tables.allow_http {
+                return Err(invalid(
+                    "tables.endpoint",
+                    "an http:// endpoint needs tables.allow_http = true",
+                ));
+            }
+        }
+        let w = &self.writer;
+        if w.max_rows == 0 {
+            return Err(invalid("writer.max_rows", "must be at least 1"));
+        }
+        if w.max_bytes < 1024 {
+            return Err(invalid("writer.max_bytes", "must be at least 1024"));
+        }
+        if w.max_age_ms == 0 {
+            return Err(invalid("writer.max_age_ms", "must be at least 1"));
+        }
+        if !(1..=22).contains(&w.zstd_level) {
+            return Err(invalid(
+                "writer.zstd_level",
+                format!("{} is outside the allowed 1..=22", w.zstd_level),
+            ));
+        }
+        if w.row_group_rows == 0 {
+            return Err(invalid("writer.row_group_rows", "must be at least 1"));
+        }
+        if w.commit_attempts == 0 {
+            return Err(invalid("writer.commit_attempts", "must be at least 1"));
+        }
+        if self.clean.max_record_bytes == 0 {
+            return Err(invalid("clean.max_record_bytes", "must be at least 1"));
+        }
+        if self.batch.concurrency == 0 || self.batch.concurrency > 256 {
+            return Err(invalid("batch.concurrency", "allowed: 1..=256"));
+        }
+        if self.batch.batch_rows == 0 {
+            return Err(invalid("batch.batch_rows", "must be at least 1"));
+        }
+        let e = &self.emulate;
+        if !(0.0..=1.0).contains(&e.invalid_share) {
+            return Err(invalid(
+                "emulate.invalid_share",
+                format!("{} is outside the allowed 0..=1", e.invalid_share),
+            ));
+        }
+        if e.index_pool == 0 {
+            return Err(invalid("emulate.index_pool", "must be at least 1"));
+        }
+        if e.partitions == 0 {
+            return Err(invalid("emulate.partitions", "must be at least 1"));
+        }
+        if e.records_per_file == 0 {
+            return Err(invalid("emulate.records_per_file", "must be at least 1"));
+        }
+        if e.topic_prefix.is_empty() || e.topic_prefix.contains(['/', ' ']) {
+            return Err(invalid(
+                "emulate.topic_prefix",
+                "must be non-empty, without '/' or spaces",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut c = Config::default();
+        c.writer.zstd_level = 40;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("writer.zstd_level") && e.contains("1..=22"), "{e}");
+        let mut c = Config::default();
+        c.tables.location = "gs://x/y".into();
+        assert!(c.validate().unwrap_err().to_string().contains("tables.location"));
+    }
+
+    #[test]
+    fn file_and_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[writer]\nmax_rows = 5\n").unwrap();
+        assert_eq!(Config::load(Some(&p)).unwrap().writer.max_rows, 5);
+        std::fs::write(&p, "[writer]\nmax_rowz = 5\n").unwrap();
+        let e = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("max_rowz") && e.contains("max_rows"), "{e}");
+        std::fs::write(&p, "[writer]\nmax_rows = \"many\"\n").unwrap();
+        assert!(Config::load(Some(&p)).unwrap_err().to_string().contains("max_rows"));
+        assert!(matches!(
+            Config::load(Some(&dir.path().join("nope.toml"))),
+            Err(ConfigError::Missing(_))
+        ));
+    }
+}
