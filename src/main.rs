@@ -1,0 +1,203 @@
+//! The `pinpipe` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use pinpipe::clean::Kind;
+use pinpipe::config::Config;
+use pinpipe::sink::Writers;
+use pinpipe::sources::batch::{self, BatchOptions};
+
+/// Warnings, minus two expected ones from deltalake: the "no files in log segment" error
+/// it logs when a table is about to be created, and "no statistics for a binary column"
+/// (the dead-letter `raw` column) on every flush.
+const DEFAULT_LOG: &str = "warn,buoyant_kernel::snapshot::builder=off,deltalake_core::writer::stats=error";
+
+#[derive(Parser)]
+#[command(
+    name = "pinpipe",
+    version,
+    about = "Clean pin/geo/user event streams into Delta Lake tables"
+)]
+struct Cli {
+    /// Config file [default: config/pinpipe.toml when present]. Keys can be overridden
+    /// with PINPIPE__SECTION__KEY environment variables.
+    #[arg(long, global = true, env = "PINPIPE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `pinpipe=debug`.
+    #[arg(long, global = true, env = "PINPIPE_LOG", default_value = DEFAULT_LOG)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Backfill raw JSON files (folder or s3:// prefix) into the Delta tables.
+    Batch {
+        /// Folder or s3://bucket/prefix with raw JSON [default: batch.input].
+        #[arg(long)]
+        input: Option<String>,
+        /// Folder or s3://bucket/prefix of the tables [default: tables.location].
+        #[arg(long)]
+        tables: Option<String>,
+        /// Kind of objects outside the Kafka Connect layout.
+        #[arg(long)]
+        kind: Option<Kind>,
+        /// No progress bar (it is also hidden when stderr is not a terminal).
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Generate posts (pin, geo and user records sharing an index) as raw JSON files in the
+    /// Kafka Connect S3 sink layout.
+    Emulate {
+        /// Number of posts (each is three records).
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+        /// Posts per second; unlimited when absent.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Random seed [default: emulate.seed].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Folder or s3://bucket/prefix to write to [default: batch.input].
+        #[arg(long)]
+        out: Option<String>,
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// The embedded default: generate posts into raw files, then clean them into local Delta
+    /// tables. No cloud account, no Docker.
+    Demo {
+        /// Number of posts (each is three records).
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        /// Folder for the raw files [default: batch.input].
+        #[arg(long)]
+        raw: Option<String>,
+        /// Folder or s3:// URI of the tables [default: tables.location].
+        #[arg(long)]
+        tables: Option<String>,
+    },
+    /// Load and validate the configuration, then print it.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pinpipe: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_batch(cfg: &Config, progress: bool) -> anyhow::Result<()> {
+    let opts = BatchOptions {
+        input: cfg.batch.input.clone(),
+        kind: cfg.batch.kind,
+        concurrency: cfg.batch.concurrency,
+        batch_rows: cfg.batch.batch_rows,
+        max_record_bytes: cfg.clean.max_record_bytes,
+        progress,
+    };
+    let summary = pinpipe::block_on(async {
+        let writers = Writers::start(&cfg.tables, &cfg.writer, &Kind::ALL, None).await?;
+        anyhow::Ok(batch::run(&opts, &cfg.tables, &writers).await?)
+    })?;
+    println!("{}", summary.line());
+    let root = cfg.tables.root_url()?;
+    let names: Vec<String> = Kind::ALL
+        .iter()
+        .flat_map(|k| [k.to_string(), format!("{k}_dead_letter")])
+        .collect();
+    println!("tables under {root}: {}", names.join(", "));
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::CheckConfig => {
+            print!("{}", toml::to_string_pretty(&cfg).context("printing config")?);
+            Ok(())
+        }
+        Command::Batch {
+            input,
+            tables,
+            kind,
+            no_progress,
+        } => {
+            if let Some(t) = tables {
+                cfg.tables.location = t;
+            }
+            if let Some(i) = input {
+                cfg.batch.input = i;
+            }
+            if kind.is_some() {
+                cfg.batch.kind = kind;
+            }
+            cfg.validate()?;
+            run_batch(&cfg, !no_progress)
+        }
+        Command::Demo { count, raw, tables } => {
+            if let Some(t) = tables {
+                cfg.tables.location = t;
+            }
+            if let Some(r) = raw {
+                cfg.batch.input = r;
+            }
+            cfg.validate()?;
+            let s = pinpipe::block_on(pinpipe::emulate::files::write(
+                &cfg.emulate,
+                &cfg.tables,
+                &cfg.batch.input,
+                count,
+                None,
+                true,
+            ))?;
+            println!("{}", s.line());
+            run_batch(&cfg, true)
+        }
+        Command::Emulate {
+            count,
+            rate,
+            seed,
+            out,
+            no_progress,
+        } => {
+            if let Some(s) = seed {
+                cfg.emulate.seed = s;
+            }
+            let out = out.unwrap_or_else(|| cfg.batch.input.clone());
+            if let Some(r) = rate {
+                anyhow::ensure!(
+                    r.is_finite() && r > 0.0,
+                    "--rate must be a positive number of posts per second"
+                );
+            }
+            let summary = pinpipe::block_on(pinpipe::emulate::files::write(
+                &cfg.emulate,
+                &cfg.tables,
+                &out,
+                count,
+                rate,
+                !no_progress,
+            ))?;
+            println!("{}", summary.line());
+            Ok(())
+        }
+    }
+}
