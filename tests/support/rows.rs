@@ -1,0 +1,79 @@
+//! Arrow rows as JSON values, for comparing with the fixtures' `expect` objects, and
+//! reading a Delta table back through deltalake.
+
+use std::collections::HashMap;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
+use serde_json::{Map, Value};
+
+/// Column `c` of row `i` as JSON (timestamps as RFC 3339 with microseconds and `Z`).
+pub fn cell(batch: &RecordBatch, c: usize, i: usize) -> Value {
+    let col = batch.column(c);
+    if col.is_null(i) {
+        return Value::Null;
+    }
+    match col.data_type() {
+        DataType::Int64 => col.as_primitive::<Int64Type>().value(i).into(),
+        DataType::Int32 => col.as_primitive::<Int32Type>().value(i).into(),
+        DataType::Float64 => col.as_primitive::<Float64Type>().value(i).into(),
+        DataType::Utf8 => col.as_string::<i32>().value(i).into(),
+        DataType::Binary => Value::String(String::from_utf8_lossy(col.as_binary::<i32>().value(i)).into_owned()),
+        DataType::Timestamp(_, _) => {
+            let us = col.as_primitive::<TimestampMicrosecondType>().value(i);
+            let t = chrono::DateTime::from_timestamp_micros(us).expect("valid timestamp");
+            t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().into()
+        }
+        DataType::List(_) => {
+            let l = col.as_list::<i32>().value(i);
+            let f = l.as_primitive::<Float64Type>();
+            Value::Array(
+                (0..f.len())
+                    .map(|j| if f.is_null(j) { Value::Null } else { f.value(j).into() })
+                    .collect(),
+            )
+        }
+        other => panic!("unexpected column type {other}"),
+    }
+}
+
+/// Row `i` as a JSON object of every column.
+pub fn row(batch: &RecordBatch, i: usize) -> Map<String, Value> {
+    let schema = batch.schema();
+    (0..batch.num_columns())
+        .map(|c| (schema.field(c).name().clone(), cell(batch, c, i)))
+        .collect()
+}
+
+/// Every row of a Delta table (all files of its newest version), as JSON objects.
+pub async fn read_table(url: &str, options: HashMap<String, String>) -> Vec<Map<String, Value>> {
+    use deltalake::DeltaTable;
+    use object_store::ObjectStoreExt;
+    let table = DeltaTable::try_from_url_with_storage_options(url::Url::parse(url).unwrap(), options)
+        .await
+        .unwrap();
+    assert!(table.version().is_some(), "table {url} does not exist");
+    let store = table.object_store();
+    let snapshot = table.snapshot().unwrap();
+    let mut out = Vec::new();
+    let files: Vec<String> = snapshot.log_data().iter().map(|f| f.path().to_string()).collect();
+    for f in files {
+        let bytes = store
+            .get(&object_store::path::Path::from(f))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes, 8192).unwrap();
+        for b in reader {
+            let b = b.unwrap();
+            for i in 0..b.num_rows() {
+                out.push(row(&b, i));
+            }
+        }
+    }
+    out
+}
