@@ -1,0 +1,135 @@
+//! Throughput and memory of cleaning and of the batch pipeline (JSON files -> Delta).
+//!
+//! `cargo bench --bench pipeline` (env `PINPIPE_BENCH_POSTS`, default 333 334 posts =
+//! ~1M records). Machines are noisy, so every figure is also printed as a ratio to a
+//! baseline measured in the same run: parsing the same records into `serde_json::Value`.
+
+use std::time::Instant;
+
+use pinpipe::clean::{self, CleanBatchBuilder, DeadLetterBatchBuilder, Kind, Lineage};
+use pinpipe::emulate::{EmulatorConfig, Generator};
+use pinpipe::sink::{TablesConfig, WriterConfig, Writers};
+use pinpipe::sources::batch::{self, BatchOptions};
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let posts: u64 = std::env::var("PINPIPE_BENCH_POSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(333_334);
+    // End to end: files on disk -> pinpipe batch -> local Delta tables.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("raw");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    let cfg = pinpipe::config::Config::default();
+    let tables = TablesConfig {
+        location: dir.path().join("tables").to_str().expect("utf-8 path").into(),
+        ..Default::default()
+    };
+    let summary = pinpipe::block_on(pinpipe::emulate::files::write(
+        &cfg.emulate,
+        &tables,
+        input.to_str().expect("utf-8 path"),
+        posts,
+        None,
+        false,
+    ))
+    .expect("emulate");
+    let opts = BatchOptions {
+        input: input.to_str().expect("utf-8 path").into(),
+        kind: None,
+        concurrency: cfg.batch.concurrency,
+        batch_rows: cfg.batch.batch_rows,
+        max_record_bytes: cfg.clean.max_record_bytes,
+        progress: false,
+    };
+    let writer = WriterConfig::default();
+    let t = Instant::now();
+    let s = pinpipe::block_on(async {
+        let writers = Writers::start(&tables, &writer, &Kind::ALL, None).await?;
+        Ok::<_, anyhow::Error>(batch::run(&opts, &tables, &writers).await?)
+    })
+    .expect("batch run");
+    let secs = t.elapsed().as_secs_f64();
+    let e2e = s.records as f64 / secs;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let e2e_mbs = summary.bytes as f64 / 1e6 / secs;
+    // Before the in-memory record set below exists: this is the pipeline's own peak.
+    let rss = peak_rss_mb();
+    let e2e_line = s.line();
+    let mut gen = Generator::new(EmulatorConfig::default()).expect("default emulator config");
+    let mut records: Vec<(Kind, Vec<u8>)> = Vec::with_capacity(posts as usize * 3);
+    for _ in 0..posts {
+        let p = gen.next_post();
+        for k in Kind::ALL {
+            records.push((k, p.record(k).to_vec()));
+        }
+    }
+    let n = records.len() as f64;
+    let bytes: usize = records.iter().map(|(_, r)| r.len() + 1).sum();
+    println!("records: {} ({:.1} MB of JSON)", records.len(), bytes as f64 / 1e6);
+
+    // Baseline: a plain serde_json parse of every record, one core.
+    let t = Instant::now();
+    let mut sink = 0usize;
+    for (_, r) in &records {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(r) {
+            sink += v.as_object().map_or(0, |o| o.len());
+        }
+    }
+    let base = n / t.elapsed().as_secs_f64();
+    std::hint::black_box(sink);
+    println!("baseline serde_json::Value parse: {base:>12.0} records/s (1.00x)");
+
+    // Cleaning into Arrow batches, one core.
+    let lineage = Lineage {
+        source: "batch",
+        stream: "bench",
+        partition: "0",
+        ingested_at: 0,
+    };
+    let t = Instant::now();
+    let mut builders = [
+        CleanBatchBuilder::new(Kind::Pin),
+        CleanBatchBuilder::new(Kind::Geo),
+        CleanBatchBuilder::new(Kind::User),
+    ];
+    let mut dead = DeadLetterBatchBuilder::default();
+    let mut pos = itoa::Buffer::new();
+    let mut rows = 0usize;
+    for (i, (k, r)) in records.iter().enumerate() {
+        let p = pos.format(i);
+        match clean::clean(*k, r, clean::DEFAULT_MAX_RECORD_BYTES) {
+            Ok(row) => {
+                let b = &mut builders[*k as usize];
+                b.append(&row, &lineage, p);
+                if b.len() == 8192 {
+                    rows += b.finish().num_rows();
+                }
+            }
+            Err(e) => dead.append(&lineage, p, &e.to_string(), r),
+        }
+    }
+    for b in &mut builders {
+        rows += b.finish().num_rows();
+    }
+    let dead_rows = dead.finish().num_rows();
+    let clean_rate = n / t.elapsed().as_secs_f64();
+    println!("clean -> Arrow (1 core):          {clean_rate:>12.0} records/s ({:.2}x baseline); {rows} rows, {dead_rows} dead letters", clean_rate / base);
+
+    println!(
+        "batch JSON -> Delta (local, {cores} cores): {e2e:>8.0} records/s, {e2e_mbs:.1} MB/s of input ({:.2}x baseline, {:.0} records/s per core)",
+        e2e / base,
+        e2e / cores as f64
+    );
+    println!("  {e2e_line}");
+    println!("peak RSS of emulate + batch: {rss:.0} MB");
+}
