@@ -4,8 +4,7 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow_array::builder::{
-    BinaryBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    BinaryBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -178,7 +177,12 @@ impl CleanBatchBuilder {
             })),
             Kind::User => Cols::User(Box::default()),
         };
-        Self { kind, cols, lineage: LineageBuilder::default(), rows: 0 }
+        Self {
+            kind,
+            cols,
+            lineage: LineageBuilder::default(),
+            rows: 0,
+        }
     }
 
     pub fn kind(&self) -> Kind {
@@ -213,7 +217,9 @@ impl CleanBatchBuilder {
             (Cols::Geo(c), Row::Geo(r)) => {
                 c.ind.append_value(r.ind);
                 c.country.append_option(r.country.as_deref());
-                let list = c.coordinates.get_or_insert_with(|| ListBuilder::new(Float64Builder::new()));
+                let list = c
+                    .coordinates
+                    .get_or_insert_with(|| ListBuilder::new(Float64Builder::new()));
                 match r.coordinates {
                     Some([lat, lon]) => {
                         list.values().append_value(lat);
@@ -258,7 +264,9 @@ impl CleanBatchBuilder {
             Cols::Geo(c) => {
                 cols.push(Arc::new(c.ind.finish()));
                 cols.push(Arc::new(c.country.finish()));
-                let list = c.coordinates.get_or_insert_with(|| ListBuilder::new(Float64Builder::new()));
+                let list = c
+                    .coordinates
+                    .get_or_insert_with(|| ListBuilder::new(Float64Builder::new()));
                 cols.push(Arc::new(list.finish()));
                 cols.push(Arc::new(c.timestamp.finish().with_timezone("UTC")));
             }
@@ -319,7 +327,12 @@ mod tests {
 
     #[test]
     fn builders_match_schemas() {
-        let l = Lineage { source: "batch", stream: "s", partition: "p", ingested_at: 0 };
+        let l = Lineage {
+            source: "batch",
+            stream: "s",
+            partition: "p",
+            ingested_at: 0,
+        };
         let samples: [(Kind, &[u8]); 3] = [
             (Kind::Pin, br#"{"index":1,"follower_count":"2k"}"#),
             (Kind::Geo, br#"{"ind":1,"latitude":1,"longitude":2}"#),

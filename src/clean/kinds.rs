@@ -83,8 +83,10 @@ pub struct PinRow<'a> {
 }
 
 pub fn parse_pin(text_in: &str) -> Result<PinRow<'_>, Reject> {
-    let ([index, unique_id, title, description, poster, follower, tags, kind, image, downloaded, save, category], unknown) =
-        object(text_in, &PIN_FIELDS)?;
+    let (
+        [index, unique_id, title, description, poster, follower, tags, kind, image, downloaded, save, category],
+        unknown,
+    ) = object(text_in, &PIN_FIELDS)?;
     let ind = key(index, "index")?;
     let follower_count = match text(follower, "follower_count")? {
         None => None,
@@ -102,7 +104,11 @@ pub fn parse_pin(text_in: &str) -> Result<PinRow<'_>, Reject> {
         description: text_or_placeholder(
             description,
             "description",
-            &["No description available", "No description available Story format", "Untitled"],
+            &[
+                "No description available",
+                "No description available Story format",
+                "Untitled",
+            ],
         )?,
         follower_count,
         poster_name: text_or_placeholder(poster, "poster_name", &["User Info Error"])?,

@@ -127,7 +127,10 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
 /// Cleans one message of `kind`.
 pub fn clean(kind: Kind, raw: &[u8], max_bytes: usize) -> Result<Row<'_>, Reject> {
     if raw.len() > max_bytes {
-        return Err(Reject::TooLarge { size: raw.len(), max: max_bytes });
+        return Err(Reject::TooLarge {
+            size: raw.len(),
+            max: max_bytes,
+        });
     }
     let text = std::str::from_utf8(raw).map_err(|_| Reject::InvalidUtf8)?;
     match kind {
@@ -146,7 +149,10 @@ mod tests {
         let max = DEFAULT_MAX_RECORD_BYTES;
         assert_eq!(clean(Kind::User, b"\xff{}", max), Err(Reject::InvalidUtf8));
         assert_eq!(clean(Kind::User, b"[1]", max), Err(Reject::NotObject));
-        assert!(matches!(clean(Kind::User, b"{\"ind\":1} x", max), Err(Reject::InvalidJson(_))));
+        assert!(matches!(
+            clean(Kind::User, b"{\"ind\":1} x", max),
+            Err(Reject::InvalidJson(_))
+        ));
         assert!(matches!(clean(Kind::Geo, &[b' '; 10], 4), Err(Reject::TooLarge { .. })));
         let r = clean(Kind::User, br#"{"ind":1,"zz":{"a":[1,2]},"y":3}"#, max).unwrap();
         assert_eq!(r.unknown_fields(), 2);

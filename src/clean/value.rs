@@ -218,8 +218,8 @@ fn float_to_int(f: f64, min: i64, max: i64) -> Result<i64, FieldError> {
         return Err(FieldError::NotAnInteger);
     }
     // Compare in f64: `min as f64` is exact for the i32/i64 bounds used here, and the
-    // upper bound is exclusive at 2^63 because i64::MAX rounds up to it.
-    if f < min as f64 || f > max as f64 || f >= 9.223_372_036_854_775_808e18 {
+    // upper bound is exclusive at 2^63 because `i64::MAX as f64` rounds up to exactly 2^63.
+    if f < min as f64 || f > max as f64 || f >= i64::MAX as f64 {
         return Err(FieldError::OutOfRange);
     }
     Ok(f as i64)
@@ -279,9 +279,11 @@ pub fn to_str<'a>(raw: Option<Raw<'a>>) -> Result<Option<Cow<'a, str>>, FieldErr
         Some(Raw::I64(v)) => Ok(Some(Cow::Owned(v.to_string()))),
         Some(Raw::U64(v)) => Ok(Some(Cow::Owned(v.to_string()))),
         // serde_json's own float formatting (shortest round-trip text).
-        Some(Raw::F64(v)) => Ok(Some(Cow::Owned(serde_json::Number::from_f64(v)
-            .map(|n| n.to_string())
-            .unwrap_or_default()))),
+        Some(Raw::F64(v)) => Ok(Some(Cow::Owned(
+            serde_json::Number::from_f64(v)
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+        ))),
         Some(Raw::Bool(_)) | Some(Raw::Nested) => Err(FieldError::NotAString),
     }
 }
@@ -349,8 +351,7 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
                 _ => return None,
             };
             let two = |d: [u8; 2]| -> Option<i64> {
-                (d[0].is_ascii_digit() && d[1].is_ascii_digit())
-                    .then(|| ((d[0] - b'0') * 10 + (d[1] - b'0')) as i64)
+                (d[0].is_ascii_digit() && d[1].is_ascii_digit()).then(|| ((d[0] - b'0') * 10 + (d[1] - b'0')) as i64)
             };
             let (h, m) = (two(h)?, two(m)?);
             if h > 23 || m > 59 {
@@ -388,13 +389,26 @@ mod tests {
     fn ints() {
         assert_eq!(to_int(Some(Raw::F64(20.0)), i64::MIN, i64::MAX), Ok(Some(20)));
         assert_eq!(to_int(Some(Raw::F64(20.5)), 0, 9), Err(FieldError::NotAnInteger));
-        assert_eq!(to_int(Some(Raw::F64(1e23)), i64::MIN, i64::MAX), Err(FieldError::OutOfRange));
-        assert_eq!(to_int(Some(Raw::U64(u64::MAX)), i64::MIN, i64::MAX), Err(FieldError::OutOfRange));
+        assert_eq!(
+            to_int(Some(Raw::F64(1e23)), i64::MIN, i64::MAX),
+            Err(FieldError::OutOfRange)
+        );
+        assert_eq!(
+            to_int(Some(Raw::U64(u64::MAX)), i64::MIN, i64::MAX),
+            Err(FieldError::OutOfRange)
+        );
         assert_eq!(to_int(Some(Raw::Str(" 42 ".into())), 0, 99), Ok(Some(42)));
         assert_eq!(to_int(Some(Raw::Str("42.0".into())), 0, 99), Ok(Some(42)));
-        assert_eq!(to_int(Some(Raw::Str("inf".into())), 0, 99), Err(FieldError::NotAnInteger));
         assert_eq!(
-            to_int(Some(Raw::Str("123456789012345678901234567890123456789012".into())), 0, 99),
+            to_int(Some(Raw::Str("inf".into())), 0, 99),
+            Err(FieldError::NotAnInteger)
+        );
+        assert_eq!(
+            to_int(
+                Some(Raw::Str("123456789012345678901234567890123456789012".into())),
+                0,
+                99
+            ),
             Err(FieldError::OutOfRange)
         );
         assert_eq!(to_int(Some(Raw::Bool(true)), 0, 99), Err(FieldError::NotAnInteger));

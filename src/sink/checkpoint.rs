@@ -82,7 +82,11 @@ pub struct SourceKey {
 
 impl SourceKey {
     pub fn new(source: SourceKind, stream: impl Into<String>, partition: impl Into<String>) -> Self {
-        Self { source, stream: stream.into(), partition: partition.into() }
+        Self {
+            source,
+            stream: stream.into(),
+            partition: partition.into(),
+        }
     }
 }
 
@@ -172,7 +176,15 @@ fn decode_app_id(app_id: &str) -> Option<(&str, String, SourceKey)> {
     let source = SourceKind::parse(parts.next()?)?;
     let stream = dec(parts.next()?)?;
     let partition = dec(parts.next()?)?;
-    Some((marker, table, SourceKey { source, stream, partition }))
+    Some((
+        marker,
+        table,
+        SourceKey {
+            source,
+            stream,
+            partition,
+        },
+    ))
 }
 
 /// All `txn` versions of a table at one log version, replayed from the Delta log.
@@ -211,7 +223,10 @@ async fn read(store: &dyn ObjectStore, path: &Path) -> Result<Bytes, CheckpointE
 
 impl CheckpointIndex {
     pub fn new() -> Self {
-        Self { version: -1, txns: HashMap::new() }
+        Self {
+            version: -1,
+            txns: HashMap::new(),
+        }
     }
 
     pub fn version(&self) -> i64 {
@@ -230,7 +245,10 @@ impl CheckpointIndex {
         for v in self.version + 1..=to {
             let path = log_path(format!("{v:020}.json"));
             let bytes = read(store, &path).await?;
-            self.apply_commit(&bytes).map_err(|message| CheckpointError::Log { path: path.to_string(), message })?;
+            self.apply_commit(&bytes).map_err(|message| CheckpointError::Log {
+                path: path.to_string(),
+                message,
+            })?;
             self.version = v;
         }
         Ok(())
@@ -261,7 +279,10 @@ impl CheckpointIndex {
             message: e.to_string(),
         })?;
         if last.version > to {
-            return Err(CheckpointError::CheckpointAhead { checkpoint: last.version, snapshot: to });
+            return Err(CheckpointError::CheckpointAhead {
+                checkpoint: last.version,
+                snapshot: to,
+            });
         }
         let files: Vec<String> = match last.parts {
             None | Some(0) | Some(1) => vec![format!("{:020}.checkpoint.parquet", last.version)],
@@ -272,7 +293,10 @@ impl CheckpointIndex {
         for f in files {
             let path = log_path(f);
             let bytes = read(store, &path).await?;
-            self.apply_checkpoint(bytes).map_err(|message| CheckpointError::Log { path: path.to_string(), message })?;
+            self.apply_checkpoint(bytes).map_err(|message| CheckpointError::Log {
+                path: path.to_string(),
+                message,
+            })?;
         }
         self.version = last.version;
         Ok(())
@@ -292,9 +316,17 @@ impl CheckpointIndex {
         let reader = builder.with_projection(mask).build().map_err(|e| e.to_string())?;
         for batch in reader {
             let batch = batch.map_err(|e| e.to_string())?;
-            let txn = batch.column(0).as_any().downcast_ref::<StructArray>().ok_or("txn is not a struct")?;
-            let app = txn.column_by_name("appId").and_then(|c| c.as_any().downcast_ref::<StringArray>());
-            let ver = txn.column_by_name("version").and_then(|c| c.as_any().downcast_ref::<Int64Array>());
+            let txn = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<StructArray>()
+                .ok_or("txn is not a struct")?;
+            let app = txn
+                .column_by_name("appId")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>());
+            let ver = txn
+                .column_by_name("version")
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>());
             let (Some(app), Some(ver)) = (app, ver) else {
                 return Err("txn lacks appId/version".into());
             };
@@ -371,7 +403,10 @@ mod tests {
         idx.record(0, &txns);
         assert_eq!(idx.get("pin", &key()), Some(Position::Sequence(seq.into())));
         // A shorter number later: stale higher chunks are ignored.
-        idx.record(1, &encode("pin", &key(), &Position::Sequence("0007".into()), 0).unwrap());
+        idx.record(
+            1,
+            &encode("pin", &key(), &Position::Sequence("0007".into()), 0).unwrap(),
+        );
         assert_eq!(idx.get("pin", &key()), Some(Position::Sequence("7".into())));
         assert_eq!(idx.all("pin").len(), 1);
         assert!(idx.all("geo").is_empty());

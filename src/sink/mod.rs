@@ -9,17 +9,16 @@ pub mod writer;
 
 pub use checkpoint::{Position, SourceKey, SourceKind};
 pub use table::{table_name, TablesConfig};
-pub use writer::{Append, Checkpoints, Flush, FlushOutcome, SinkStats, Stats, TableSink, TableWriter, WriterConfig, WriterError};
+pub use writer::{
+    Append, Checkpoints, CommitObserver, Flush, FlushOutcome, SinkStats, Stats, TableSink, TableWriter, WriterConfig,
+    WriterError,
+};
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use actix::Addr;
 
 use crate::clean::{dead_letter_schema, schema, Kind};
-
-/// Observer called after every flush of any table (metrics, progress, source acks).
-pub type CommitObserver = Arc<dyn Fn(&str, &FlushOutcome) + Send + Sync>;
 
 /// The running writers: a clean and a dead-letter table per kind.
 pub struct Writers {
@@ -29,7 +28,12 @@ pub struct Writers {
 impl Writers {
     /// Opens (creating on first use) the tables of `kinds` and starts one writer actor
     /// per table, each on its own arbiter. Needs a running actix `System`.
-    pub async fn start(tables: &TablesConfig, cfg: &WriterConfig, kinds: &[Kind], on_commit: Option<CommitObserver>) -> Result<Self, WriterError> {
+    pub async fn start(
+        tables: &TablesConfig,
+        cfg: &WriterConfig,
+        kinds: &[Kind],
+        on_commit: Option<CommitObserver>,
+    ) -> Result<Self, WriterError> {
         let mut addrs = HashMap::new();
         for &kind in kinds {
             for dl in [false, true] {
@@ -43,7 +47,9 @@ impl Writers {
 
     /// The writer of `kind`'s clean (`dead_letter = false`) or dead-letter table.
     pub fn get(&self, kind: Kind, dead_letter: bool) -> &Addr<TableWriter> {
-        self.addrs.get(&(kind, dead_letter)).unwrap_or_else(|| panic!("no writer started for {kind} (dead letter: {dead_letter})"))
+        self.addrs
+            .get(&(kind, dead_letter))
+            .unwrap_or_else(|| panic!("no writer started for {kind} (dead letter: {dead_letter})"))
     }
 
     /// Positions stored in every table.

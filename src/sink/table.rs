@@ -112,7 +112,10 @@ impl TablesConfig {
         }
         s.push_str(name);
         s.push('/');
-        Url::parse(&s).map_err(|e| TableError::Location { location: s.clone(), reason: e.to_string() })
+        Url::parse(&s).map_err(|e| TableError::Location {
+            location: s.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// Opens the table, creating it (with `schema`) if it does not exist yet.
@@ -129,7 +132,10 @@ impl TablesConfig {
                 reason: e.to_string(),
             })?;
         }
-        let delta = |source| TableError::Delta { table: name.to_string(), source };
+        let delta = |source| TableError::Delta {
+            table: name.to_string(),
+            source,
+        };
         let table = DeltaTable::try_from_url_with_storage_options(url.clone(), self.storage_options())
             .await
             .map_err(delta)?;
@@ -165,7 +171,10 @@ impl TablesConfig {
 }
 
 fn check_schema(name: &str, table: &DeltaTable, schema: &SchemaRef) -> Result<(), TableError> {
-    let delta = |source| TableError::Delta { table: name.to_string(), source };
+    let delta = |source| TableError::Delta {
+        table: name.to_string(),
+        source,
+    };
     let snapshot = table.snapshot().map_err(delta)?;
     let have: Vec<String> = snapshot.schema().fields().map(|f| f.name().to_string()).collect();
     let want: Vec<String> = schema.fields().iter().map(|f| f.name().to_string()).collect();
@@ -180,7 +189,10 @@ fn check_schema(name: &str, table: &DeltaTable, schema: &SchemaRef) -> Result<()
 
 /// Parses a folder path or URL into a URL (relative folders are made absolute).
 pub fn location_url(location: &str) -> Result<Url, TableError> {
-    let bad = |reason: String| TableError::Location { location: location.to_string(), reason };
+    let bad = |reason: String| TableError::Location {
+        location: location.to_string(),
+        reason,
+    };
     if location.trim().is_empty() {
         return Err(bad("empty".into()));
     }
@@ -193,7 +205,9 @@ pub fn location_url(location: &str) -> Result<Url, TableError> {
                 }
                 Ok(url)
             }
-            other => Err(bad(format!("unsupported scheme {other:?} (allowed: a folder path, s3://, file://)"))),
+            other => Err(bad(format!(
+                "unsupported scheme {other:?} (allowed: a folder path, s3://, file://)"
+            ))),
         };
     }
     let mut path = PathBuf::from(location);
@@ -214,7 +228,10 @@ mod tests {
 
     #[test]
     fn urls() {
-        let c = TablesConfig { location: "s3://b/raw/tables".into(), ..Default::default() };
+        let c = TablesConfig {
+            location: "s3://b/raw/tables".into(),
+            ..Default::default()
+        };
         assert_eq!(c.table_url("pin").unwrap().as_str(), "s3://b/raw/tables/pin/");
         assert!(location_url("s3:///x").is_err());
         assert!(location_url("gs://b/x").is_err());
@@ -226,7 +243,12 @@ mod tests {
 
     #[test]
     fn options_only_when_set() {
-        let c = TablesConfig { path_style: true, allow_http: true, endpoint: Some("http://127.0.0.1:1".into()), ..Default::default() };
+        let c = TablesConfig {
+            path_style: true,
+            allow_http: true,
+            endpoint: Some("http://127.0.0.1:1".into()),
+            ..Default::default()
+        };
         let o = c.storage_options();
         assert_eq!(o["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"], "false");
         assert_eq!(o["AWS_ALLOW_HTTP"], "true");

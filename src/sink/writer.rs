@@ -87,7 +87,9 @@ impl Default for WriterConfig {
 impl WriterConfig {
     pub fn writer_properties(&self) -> WriterProperties {
         WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.zstd_level).unwrap_or_default()))
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(self.zstd_level).unwrap_or_default(),
+            ))
             .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
             .build()
@@ -112,9 +114,18 @@ pub enum WriterError {
         source: CheckpointError,
     },
     #[error("table {table}: {key} moved to {stored:?} by another writer; resume from there")]
-    Fenced { table: String, key: SourceKey, stored: Option<Position> },
+    Fenced {
+        table: String,
+        key: SourceKey,
+        stored: Option<Position>,
+    },
     #[error("table {table}: append for {key} expects {got:?} but the previous append ended at {buffered}")]
-    OutOfOrder { table: String, key: SourceKey, got: Option<Position>, buffered: Position },
+    OutOfOrder {
+        table: String,
+        key: SourceKey,
+        got: Option<Position>,
+        buffered: Position,
+    },
     #[error("table {table}: batch schema does not match the table")]
     Schema { table: String },
     #[error("table writer stopped")]
@@ -169,7 +180,12 @@ pub struct TableSink {
 
 impl TableSink {
     /// Opens (or creates) table `name` under `tables`.
-    pub async fn open(tables: &TablesConfig, name: &str, schema: SchemaRef, cfg: WriterConfig) -> Result<Self, WriterError> {
+    pub async fn open(
+        tables: &TablesConfig,
+        name: &str,
+        schema: SchemaRef,
+        cfg: WriterConfig,
+    ) -> Result<Self, WriterError> {
         let table = tables.open_or_create(name, &schema).await?;
         let props = cfg.writer_properties();
         Ok(Self {
@@ -193,16 +209,25 @@ impl TableSink {
     }
 
     pub fn stats(&self) -> SinkStats {
-        SinkStats { rows_buffered: self.rows, ..self.stats }
+        SinkStats {
+            rows_buffered: self.rows,
+            ..self.stats
+        }
     }
 
     fn delta_err(&self, source: DeltaTableError) -> WriterError {
-        WriterError::Delta { table: self.name.clone(), source }
+        WriterError::Delta {
+            table: self.name.clone(),
+            source,
+        }
     }
 
     /// Loads the newest table version and brings the position index up to it.
     async fn refresh(&mut self) -> Result<i64, WriterError> {
-        self.table.update_incremental(None).await.map_err(|e| self.delta_err(e))?;
+        self.table
+            .update_incremental(None)
+            .await
+            .map_err(|e| self.delta_err(e))?;
         let version = self.table.version().map_or(-1, |v| v as i64);
         let store = self.table.log_store().object_store(None);
         match self.index.advance(store.as_ref(), version).await {
@@ -213,7 +238,10 @@ impl TableSink {
             }
             r => r,
         }
-        .map_err(|source| WriterError::Checkpoint { table: self.name.clone(), source })?;
+        .map_err(|source| WriterError::Checkpoint {
+            table: self.name.clone(),
+            source,
+        })?;
         Ok(version)
     }
 
@@ -224,16 +252,29 @@ impl TableSink {
     }
 
     /// Buffers `batch` (if any) for `key`, covering positions up to `end`.
-    pub fn append(&mut self, key: SourceKey, expect: Option<Position>, end: Position, batch: Option<RecordBatch>) -> Result<(), WriterError> {
+    pub fn append(
+        &mut self,
+        key: SourceKey,
+        expect: Option<Position>,
+        end: Position,
+        batch: Option<RecordBatch>,
+    ) -> Result<(), WriterError> {
         if let Some(b) = &batch {
             if b.schema().fields() != self.schema.fields() {
-                return Err(WriterError::Schema { table: self.name.clone() });
+                return Err(WriterError::Schema {
+                    table: self.name.clone(),
+                });
             }
         }
         let pending = match self.pending.get_mut(&key) {
             Some(p) => {
                 if expect.as_ref() != Some(&p.end) {
-                    return Err(WriterError::OutOfOrder { table: self.name.clone(), key, got: expect, buffered: p.end.clone() });
+                    return Err(WriterError::OutOfOrder {
+                        table: self.name.clone(),
+                        key,
+                        got: expect,
+                        buffered: p.end.clone(),
+                    });
                 }
                 p.end = end;
                 p
@@ -241,13 +282,20 @@ impl TableSink {
             None => {
                 if let Some(stored) = self.fenced.get(&key) {
                     if *stored != expect {
-                        return Err(WriterError::Fenced { table: self.name.clone(), key, stored: stored.clone() });
+                        return Err(WriterError::Fenced {
+                            table: self.name.clone(),
+                            key,
+                            stored: stored.clone(),
+                        });
                     }
                     self.fenced.remove(&key);
                 }
-                self.pending
-                    .entry(key)
-                    .or_insert(Pending { expect, end, batches: Vec::new(), rows: 0 })
+                self.pending.entry(key).or_insert(Pending {
+                    expect,
+                    end,
+                    batches: Vec::new(),
+                    rows: 0,
+                })
             }
         };
         if let Some(b) = batch.filter(|b| b.num_rows() > 0) {
@@ -267,7 +315,8 @@ impl TableSink {
 
     /// True when the oldest buffered append is older than the age threshold.
     pub fn is_due(&self) -> bool {
-        self.oldest.is_some_and(|t| t.elapsed() >= Duration::from_millis(self.cfg.max_age_ms))
+        self.oldest
+            .is_some_and(|t| t.elapsed() >= Duration::from_millis(self.cfg.max_age_ms))
     }
 
     /// Writes and commits everything buffered (see the module docs for the per-key rules).
@@ -292,14 +341,23 @@ impl TableSink {
             }
         }
         self.rows = self.pending.values().map(|p| p.rows).sum();
-        self.bytes = self.pending.values().flat_map(|p| &p.batches).map(|b| b.get_array_memory_size()).sum();
+        self.bytes = self
+            .pending
+            .values()
+            .flat_map(|p| &p.batches)
+            .map(|b| b.get_array_memory_size())
+            .sum();
         if self.pending.is_empty() {
             self.oldest = None;
         }
         Ok(outcome)
     }
 
-    async fn try_flush(&mut self, written: &mut Option<(Vec<SourceKey>, Vec<Action>)>, outcome: &mut FlushOutcome) -> Result<(), WriterError> {
+    async fn try_flush(
+        &mut self,
+        written: &mut Option<(Vec<SourceKey>, Vec<Action>)>,
+        outcome: &mut FlushOutcome,
+    ) -> Result<(), WriterError> {
         self.refresh().await?;
         // Decide per key against the positions stored at this version.
         let mut include = Vec::new();
@@ -333,7 +391,12 @@ impl TableSink {
         let mut txns: Vec<Transaction> = Vec::new();
         for key in &include {
             let end = &self.pending[key].end;
-            txns.extend(encode(&self.name, key, end, now_ms).map_err(|source| WriterError::Checkpoint { table: self.name.clone(), source })?);
+            txns.extend(
+                encode(&self.name, key, end, now_ms).map_err(|source| WriterError::Checkpoint {
+                    table: self.name.clone(),
+                    source,
+                })?,
+            );
         }
         let files = adds.len();
         let snapshot = self.table.snapshot().map_err(|e| self.delta_err(e))?;
@@ -343,7 +406,11 @@ impl TableSink {
             .build(
                 Some(snapshot),
                 self.table.log_store(),
-                DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None },
+                DeltaOperation::Write {
+                    mode: SaveMode::Append,
+                    partition_by: None,
+                    predicate: None,
+                },
             )
             .await
             .map_err(|e| self.delta_err(e))?;
@@ -387,6 +454,9 @@ impl TableSink {
 // ---------------------------------------------------------------------------------------
 // The actor.
 
+/// Observer called after every flush of a table (metrics, progress, source acks).
+pub type CommitObserver = Arc<dyn Fn(&str, &FlushOutcome) + Send + Sync>;
+
 /// Rows (or a watermark) for one source key; replies once buffered (after a flush if the
 /// buffer became full).
 #[derive(Message)]
@@ -422,14 +492,18 @@ pub struct TableWriter {
     // `None` only while an atomic handler runs with it; no other message sees that state.
     sink: Option<TableSink>,
     stats: SinkStats,
-    on_commit: Option<Arc<dyn Fn(&str, &FlushOutcome) + Send + Sync>>,
+    on_commit: Option<CommitObserver>,
 }
 
 impl TableWriter {
     /// Starts the writer on its own arbiter (thread). `on_commit` observes every flush.
-    pub fn start_on_arbiter(sink: TableSink, on_commit: Option<Arc<dyn Fn(&str, &FlushOutcome) + Send + Sync>>) -> Addr<TableWriter> {
+    pub fn start_on_arbiter(sink: TableSink, on_commit: Option<CommitObserver>) -> Addr<TableWriter> {
         let arbiter = Arbiter::new();
-        TableWriter::start_in_arbiter(&arbiter.handle(), move |_| TableWriter { stats: sink.stats(), sink: Some(sink), on_commit })
+        TableWriter::start_in_arbiter(&arbiter.handle(), move |_| TableWriter {
+            stats: sink.stats(),
+            sink: Some(sink),
+            on_commit,
+        })
     }
 
     fn run<R, F>(&mut self, f: F) -> AtomicResponse<Self, R>
@@ -449,12 +523,12 @@ impl TableWriter {
         })))
     }
 
-    fn observer(&self) -> Option<Arc<dyn Fn(&str, &FlushOutcome) + Send + Sync>> {
+    fn observer(&self) -> Option<CommitObserver> {
         self.on_commit.clone()
     }
 }
 
-async fn flush_observed(sink: &mut TableSink, observe: Option<Arc<dyn Fn(&str, &FlushOutcome) + Send + Sync>>) -> Result<FlushOutcome, WriterError> {
+async fn flush_observed(sink: &mut TableSink, observe: Option<CommitObserver>) -> Result<FlushOutcome, WriterError> {
     let outcome = sink.flush().await?;
     if let Some(f) = observe {
         f(sink.name(), &outcome);
