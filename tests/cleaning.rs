@@ -133,30 +133,9 @@ fn arb_json() -> impl Strategy<Value = Value> {
         ]
     });
     // Objects keyed with the contract's own field names, so the coercion rules are reached.
-    let names = prop::sample::select(vec![
-        "index",
-        "ind",
-        "unique_id",
-        "title",
-        "description",
-        "poster_name",
-        "follower_count",
-        "tag_list",
-        "is_image_or_video",
-        "image_src",
-        "downloaded",
-        "save_location",
-        "category",
-        "timestamp",
-        "latitude",
-        "longitude",
-        "country",
-        "first_name",
-        "last_name",
-        "age",
-        "date_joined",
-        "extra",
-    ]);
+    let mut fields: Vec<&'static str> = Kind::ALL.iter().flat_map(|k| k.raw_fields().iter().copied()).collect();
+    fields.push("extra");
+    let names = prop::sample::select(fields);
     prop_oneof![
         1 => leaf.clone(),
         4 => prop::collection::vec((names, leaf), 0..12)

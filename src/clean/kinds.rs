@@ -50,7 +50,7 @@ fn text_or_placeholder<'a>(
 
 // ---------------------------------------------------------------------------------- pin
 
-const PIN_FIELDS: [&str; 12] = [
+pub(crate) const PIN_FIELDS: [&str; 12] = [
     "index",
     "unique_id",
     "title",
@@ -155,7 +155,7 @@ pub fn parse_count(s: &str) -> Result<i64, FieldError> {
 
 // ---------------------------------------------------------------------------------- geo
 
-const GEO_FIELDS: [&str; 5] = ["ind", "timestamp", "latitude", "longitude", "country"];
+pub(crate) const GEO_FIELDS: [&str; 5] = ["ind", "timestamp", "latitude", "longitude", "country"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeoRow<'a> {
@@ -188,7 +188,7 @@ pub fn parse_geo(text_in: &str) -> Result<GeoRow<'_>, Reject> {
 
 // --------------------------------------------------------------------------------- user
 
-const USER_FIELDS: [&str; 5] = ["ind", "first_name", "last_name", "age", "date_joined"];
+pub(crate) const USER_FIELDS: [&str; 5] = ["ind", "first_name", "last_name", "age", "date_joined"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserRow<'a> {

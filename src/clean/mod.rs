@@ -33,6 +33,15 @@ pub enum Kind {
 impl Kind {
     pub const ALL: [Kind; 3] = [Kind::Pin, Kind::Geo, Kind::User];
 
+    /// The fields of the raw record, in the contract's order (unknown ones are ignored).
+    pub fn raw_fields(self) -> &'static [&'static str] {
+        match self {
+            Kind::Pin => &kinds::PIN_FIELDS,
+            Kind::Geo => &kinds::GEO_FIELDS,
+            Kind::User => &kinds::USER_FIELDS,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Pin => "pin",

@@ -797,20 +797,7 @@ mod tests {
         let p = gen(1, 0.0).next_post();
         let pin: serde_json::Value = serde_json::from_slice(&p.pin).unwrap();
         let keys: Vec<&str> = pin.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-        let mut want = vec![
-            "index",
-            "unique_id",
-            "title",
-            "description",
-            "poster_name",
-            "follower_count",
-            "tag_list",
-            "is_image_or_video",
-            "image_src",
-            "downloaded",
-            "save_location",
-            "category",
-        ];
+        let mut want = crate::clean::Kind::Pin.raw_fields().to_vec();
         let mut got = keys.clone();
         got.sort();
         want.sort();
