@@ -29,7 +29,10 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("raw");
     std::fs::create_dir_all(&input).expect("mkdir");
-    let cfg = pinpipe::config::Config::default();
+    let mut cfg = pinpipe::config::Config::default();
+    // A pool this large makes every post distinct: no repeated strings flattering the
+    // compression or the emulator's render cache.
+    cfg.emulate.index_pool = 1 << 40;
     let tables = TablesConfig {
         location: dir.path().join("tables").to_str().expect("utf-8 path").into(),
         ..Default::default()
@@ -65,7 +68,11 @@ fn main() {
     // Before the in-memory record set below exists: this is the pipeline's own peak.
     let rss = peak_rss_mb();
     let e2e_line = s.line();
-    let mut gen = Generator::new(EmulatorConfig::default()).expect("default emulator config");
+    let mut gen = Generator::new(EmulatorConfig {
+        index_pool: cfg.emulate.index_pool,
+        ..Default::default()
+    })
+    .expect("emulator config");
     let mut records: Vec<(Kind, Vec<u8>)> = Vec::with_capacity(posts as usize * 3);
     for _ in 0..posts {
         let p = gen.next_post();
