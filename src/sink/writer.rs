@@ -29,6 +29,7 @@
 //! bounded: a source awaiting `send` cannot run ahead of the commits.
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -489,8 +490,13 @@ struct Tick;
 
 /// Actor owning one [`TableSink`].
 pub struct TableWriter {
-    // `None` only while an atomic handler runs with it; no other message sees that state.
-    sink: Option<TableSink>,
+    // Behind an async mutex rather than moved in and out of the actor: actix runs
+    // `AtomicResponse`s one at a time for mailbox messages, but a `ctx.notify`ed Tick can
+    // start while another handler's future is still in flight (actix issue #458). Every
+    // handler locks inside its future, so overlapping handlers queue (FIFO) instead of
+    // finding the sink gone.
+    sink: Rc<tokio::sync::Mutex<TableSink>>,
+    cfg: WriterConfig,
     stats: SinkStats,
     on_commit: Option<CommitObserver>,
 }
@@ -501,7 +507,8 @@ impl TableWriter {
         let arbiter = Arbiter::new();
         TableWriter::start_in_arbiter(&arbiter.handle(), move |_| TableWriter {
             stats: sink.stats(),
-            sink: Some(sink),
+            cfg: sink.cfg.clone(),
+            sink: Rc::new(tokio::sync::Mutex::new(sink)),
             on_commit,
         })
     }
@@ -511,14 +518,14 @@ impl TableWriter {
         R: 'static,
         F: for<'a> FnOnce(&'a mut TableSink) -> futures::future::LocalBoxFuture<'a, R> + 'static,
     {
-        let mut sink = self.sink.take().expect("table sink is present between messages");
+        let sink = Rc::clone(&self.sink);
         let fut = async move {
-            let r = f(&mut sink).await;
-            (sink, r)
+            let mut guard = sink.lock().await;
+            let r = f(&mut guard).await;
+            (guard.stats(), r)
         };
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(|(sink, r), act, _| {
-            act.stats = sink.stats();
-            act.sink = Some(sink);
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(|(stats, r), act, _| {
+            act.stats = stats;
             r
         })))
     }
@@ -540,7 +547,7 @@ impl Actor for TableWriter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let cfg = &self.sink.as_ref().expect("sink present at start").cfg;
+        let cfg = &self.cfg;
         ctx.set_mailbox_capacity(cfg.mailbox.max(1));
         let every = Duration::from_millis((cfg.max_age_ms / 4).clamp(10, 1000));
         ctx.run_interval(every, |_, ctx| ctx.notify(Tick));
@@ -599,5 +606,65 @@ impl Handler<Tick> for TableWriter {
                 }
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::checkpoint::SourceKind;
+    use arrow_array::Int64Array;
+    use arrow_schema::{DataType, Field, Schema};
+
+    // Regression: a 10 ms Tick interval overlapping appends and explicit flushes used to
+    // find the sink moved out by another in-flight handler and panic (seen in CI).
+    #[actix_rt::test]
+    async fn ticks_appends_and_flushes_overlap_without_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let tables = TablesConfig {
+            location: dir.path().to_string_lossy().into_owned(),
+            ..TablesConfig::default()
+        };
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let cfg = WriterConfig {
+            max_rows: 7,
+            max_age_ms: 1,
+            ..WriterConfig::default()
+        };
+        let sink = TableSink::open(&tables, "t", schema.clone(), cfg).await.unwrap();
+        let writer = TableWriter::start_on_arbiter(sink, None);
+        // Like real sources: each key awaits its appends in order, keys run side by side,
+        // and explicit flushes arrive in between.
+        let per_key = (0..3).map(|p| {
+            let (writer, schema) = (writer.clone(), schema.clone());
+            async move {
+                let key = SourceKey::new(SourceKind::Kafka, "s", p.to_string());
+                for i in 0..40i64 {
+                    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![i; 3]))]);
+                    let append = Append {
+                        key: key.clone(),
+                        expect: (i > 0).then_some(Position::Offset(i)),
+                        end: Position::Offset(i + 1),
+                        batch: Some(batch.unwrap()),
+                    };
+                    writer
+                        .send(append)
+                        .await
+                        .expect("writer alive")
+                        .expect("append accepted");
+                    if i % 5 == 0 {
+                        writer.do_send(Flush);
+                    }
+                }
+            }
+        });
+        futures::future::join_all(per_key).await;
+        let sent = 3 * 40 * 3;
+        writer.send(Flush).await.unwrap().unwrap();
+        let stats = writer.send(Stats).await.unwrap();
+        assert_eq!(stats.rows_committed as i64, sent);
+        let positions = writer.send(Checkpoints).await.unwrap().unwrap();
+        assert_eq!(positions.len(), 3);
+        assert!(positions.values().all(|p| *p == Position::Offset(40)), "{positions:?}");
     }
 }
