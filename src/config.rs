@@ -24,6 +24,7 @@ pub struct Config {
     pub clean: CleanConfig,
     pub batch: BatchConfig,
     pub emulate: EmulateConfig,
+    pub kafka: crate::sources::kafka::KafkaConfig,
 }
 
 /// `[clean]`: limits of per-record cleaning.
@@ -210,6 +211,40 @@ impl Config {
             return Err(invalid(
                 "emulate.topic_prefix",
                 "must be non-empty, without '/' or spaces",
+            ));
+        }
+        let k = &self.kafka;
+        if !["earliest", "latest"].contains(&k.auto_offset_reset.as_str()) {
+            return Err(invalid(
+                "kafka.auto_offset_reset",
+                format!("{:?} (allowed: earliest, latest)", k.auto_offset_reset),
+            ));
+        }
+        if k.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must list at least one host:port"));
+        }
+        if k.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", "must be non-empty"));
+        }
+        if k.batch_rows == 0 || k.batch_age_ms == 0 {
+            return Err(invalid(
+                "kafka.batch_rows",
+                "kafka.batch_rows and kafka.batch_age_ms must be at least 1",
+            ));
+        }
+        if k.workers == 0 || k.workers > 256 {
+            return Err(invalid("kafka.workers", format!("{} (allowed: 1..=256)", k.workers)));
+        }
+        if k.fetch_queue_kbytes < 64 || k.fetch_queue_kbytes > 2_097_151 {
+            return Err(invalid(
+                "kafka.fetch_queue_kbytes",
+                format!("{} (allowed: 64..=2097151, librdkafka's range)", k.fetch_queue_kbytes),
+            ));
+        }
+        if k.shutdown_grace_ms < 1_000 {
+            return Err(invalid(
+                "kafka.shutdown_grace_ms",
+                format!("{} (allowed: at least 1000)", k.shutdown_grace_ms),
             ));
         }
         Ok(())
