@@ -12,6 +12,7 @@
 
 pub mod clean;
 pub mod config;
+pub mod demo;
 pub mod emulate;
 pub mod sink;
 pub mod sources;

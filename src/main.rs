@@ -33,6 +33,12 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Target {
+    Files,
+    Kafka,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Backfill raw JSON files (folder or s3:// prefix) into the Delta tables.
@@ -65,18 +71,34 @@ enum Command {
         /// Folder or s3://bucket/prefix to write to [default: batch.input].
         #[arg(long)]
         out: Option<String>,
+        /// Where posts go: raw files (`--out`) or the Kafka topics (`kafka.brokers`).
+        #[arg(long, value_enum, default_value = "files")]
+        to: Target,
         #[arg(long)]
         no_progress: bool,
     },
-    /// The embedded default: generate posts into raw files, then clean them into local Delta
+    /// Consume the Kafka topics into the Delta tables until SIGINT/SIGTERM.
+    Run {
+        /// Folder or s3:// URI of the tables [default: tables.location].
+        #[arg(long)]
+        tables: Option<String>,
+        /// Stop (drain, commit, leave the group) once this process committed this many rows
+        /// (clean and dead-letter together).
+        #[arg(long)]
+        stop_after: Option<u64>,
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// The embedded default: an in-process Kafka-protocol broker (librdkafka's mock
+    /// cluster), the emulator producing to it and the processor writing local Delta
     /// tables. No cloud account, no Docker.
     Demo {
         /// Number of posts (each is three records).
         #[arg(long, default_value_t = 10_000)]
         count: u64,
-        /// Folder for the raw files [default: batch.input].
-        #[arg(long)]
-        raw: Option<String>,
+        /// Partitions per topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
         /// Folder or s3:// URI of the tables [default: tables.location].
         #[arg(long)]
         tables: Option<String>,
@@ -118,6 +140,10 @@ fn run_batch(cfg: &Config, progress: bool) -> anyhow::Result<()> {
         anyhow::Ok(batch::run(&opts, &cfg.tables, &writers).await?)
     })?;
     println!("{}", summary.line());
+    print_tables(cfg)
+}
+
+fn print_tables(cfg: &Config) -> anyhow::Result<()> {
     let root = cfg.tables.root_url()?;
     let names: Vec<String> = Kind::ALL
         .iter()
@@ -152,51 +178,81 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.validate()?;
             run_batch(&cfg, !no_progress)
         }
-        Command::Demo { count, raw, tables } => {
+        Command::Demo {
+            count,
+            partitions,
+            tables,
+        } => {
             if let Some(t) = tables {
                 cfg.tables.location = t;
             }
-            if let Some(r) = raw {
-                cfg.batch.input = r;
+            cfg.validate()?;
+            anyhow::ensure!(partitions > 0, "--partitions must be at least 1");
+            let summary = pinpipe::block_on(pinpipe::demo::demo(&mut cfg, count, partitions))?;
+            println!("{}", summary.line());
+            print_tables(&cfg)
+        }
+        Command::Run {
+            tables,
+            stop_after,
+            no_progress,
+        } => {
+            if let Some(t) = tables {
+                cfg.tables.location = t;
             }
             cfg.validate()?;
-            let s = pinpipe::block_on(pinpipe::emulate::files::write(
-                &cfg.emulate,
-                &cfg.tables,
-                &cfg.batch.input,
-                count,
-                None,
-                true,
-            ))?;
-            println!("{}", s.line());
-            run_batch(&cfg, true)
+            let summary = pinpipe::block_on(pinpipe::demo::run(&cfg, stop_after, !no_progress))?;
+            println!("{}", summary.line());
+            print_tables(&cfg)
         }
         Command::Emulate {
             count,
             rate,
             seed,
             out,
+            to,
             no_progress,
         } => {
             if let Some(s) = seed {
                 cfg.emulate.seed = s;
             }
-            let out = out.unwrap_or_else(|| cfg.batch.input.clone());
             if let Some(r) = rate {
                 anyhow::ensure!(
                     r.is_finite() && r > 0.0,
                     "--rate must be a positive number of posts per second"
                 );
             }
-            let summary = pinpipe::block_on(pinpipe::emulate::files::write(
-                &cfg.emulate,
-                &cfg.tables,
-                &out,
-                count,
-                rate,
-                !no_progress,
-            ))?;
-            println!("{}", summary.line());
+            match to {
+                Target::Files => {
+                    let out = out.unwrap_or_else(|| cfg.batch.input.clone());
+                    let summary = pinpipe::block_on(pinpipe::emulate::files::write(
+                        &cfg.emulate,
+                        &cfg.tables,
+                        &out,
+                        count,
+                        rate,
+                        !no_progress,
+                    ))?;
+                    println!("{}", summary.line());
+                }
+                Target::Kafka => {
+                    let started = std::time::Instant::now();
+                    let n = pinpipe::block_on(pinpipe::emulate::kafka::produce(
+                        &cfg.emulate,
+                        &cfg.kafka,
+                        count,
+                        rate,
+                        !no_progress,
+                        None,
+                    ))?;
+                    let secs = started.elapsed().as_secs_f64();
+                    println!(
+                        "emulate: {count} posts, {n} records to {} in {secs:.2}s ({:.0} records/s)",
+                        cfg.kafka.brokers,
+                        n as f64 / secs.max(1e-9)
+                    );
+                }
+            }
             Ok(())
         }
     }

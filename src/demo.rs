@@ -1,0 +1,171 @@
+//! `pinpipe run` and `pinpipe demo`: the Kafka source driving the table writers.
+//!
+//! The demo is the embedded default: librdkafka's mock cluster (a Kafka-protocol broker
+//! inside this process), the three topics with several partitions, the emulator producing
+//! into them and the processor consuming them into local Delta tables, all in one process.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::mocking::MockCluster;
+
+use crate::clean::Kind;
+use crate::config::Config;
+use crate::sink::Writers;
+use crate::sources::kafka::{self, RunStats};
+
+/// Totals of a run.
+#[derive(Debug, Default, Clone)]
+pub struct RunSummary {
+    pub records: u64,
+    pub rows: std::collections::BTreeMap<String, u64>,
+    pub seconds: f64,
+}
+
+impl RunSummary {
+    pub fn line(&self) -> String {
+        let dead: u64 = self
+            .rows
+            .iter()
+            .filter(|(t, _)| t.ends_with("_dead_letter"))
+            .map(|(_, n)| n)
+            .sum();
+        let rows: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|(t, _)| !t.ends_with("_dead_letter"))
+            .map(|(t, n)| format!("{t}={n}"))
+            .collect();
+        format!(
+            "run: {} records in {:.2}s ({:.0} records/s); rows {}; dead letters {}",
+            self.records,
+            self.seconds,
+            self.records as f64 / self.seconds.max(1e-9),
+            rows.join(" "),
+            dead
+        )
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Consumes until a signal, or until this process committed `stop_after` rows (clean and
+/// dead-letter together; then drains, commits and leaves the group). Shows live progress
+/// when `progress`.
+pub async fn run(cfg: &Config, stop_after: Option<u64>, progress: bool) -> anyhow::Result<RunSummary> {
+    run_with(cfg, stop_after, progress, Arc::new(RunStats::default())).await
+}
+
+async fn run_with(
+    cfg: &Config,
+    stop_after: Option<u64>,
+    progress: bool,
+    stats: Arc<RunStats>,
+) -> anyhow::Result<RunSummary> {
+    let started = Instant::now();
+    let writers = Arc::new(Writers::start(&cfg.tables, &cfg.writer, &Kind::ALL, None).await?);
+    let bar = if progress {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}").expect("static template"));
+    let stop = {
+        let stats = stats.clone();
+        let writers = writers.clone();
+        let bar = bar.clone();
+        async move {
+            let reached = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let n = stats.records.load(Ordering::Relaxed);
+                    let committed = writers.stats().await;
+                    let dead: u64 = committed
+                        .iter()
+                        .filter(|(t, _)| t.ends_with("_dead_letter"))
+                        .map(|(_, n)| n)
+                        .sum();
+                    let total: u64 = committed.values().sum();
+                    bar.set_message(format!(
+                        "records in {n}, rows committed {}, dead letters {dead}",
+                        total - dead
+                    ));
+                    if stop_after.is_some_and(|s| total >= s) {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = reached => {}
+                _ = shutdown_signal() => {}
+            }
+        }
+    };
+    kafka::run(
+        &cfg.kafka,
+        cfg.clean.max_record_bytes,
+        writers.clone(),
+        stats.clone(),
+        stop,
+    )
+    .await?;
+    bar.finish_and_clear();
+    Ok(RunSummary {
+        records: stats.records.load(Ordering::Relaxed),
+        rows: writers.stats().await,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The embedded demo: mock broker, topics, emulator and processor in one process.
+pub async fn demo(cfg: &mut Config, count: u64, partitions: i32) -> anyhow::Result<RunSummary> {
+    let mock = MockCluster::new(1)?;
+    cfg.kafka.brokers = mock.bootstrap_servers();
+    // The mock broker is new on every run, its offsets start at 0 again: new topic names
+    // make them new source partitions, so rows append to existing tables instead of being
+    // taken for what an earlier demo already committed.
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    cfg.kafka.topic_prefix = format!("{}-demo-{started}", cfg.kafka.topic_prefix);
+    cfg.kafka.topics.clear();
+    for topic in cfg.kafka.topic_map().keys() {
+        mock.create_topic(topic, partitions, 1)?;
+    }
+    // Rows show up in the tables within seconds, not the production default's flush age.
+    cfg.writer.max_age_ms = cfg.writer.max_age_ms.min(2_000);
+    let stats = Arc::new(RunStats::default());
+    let producer = {
+        let (e, k, st) = (cfg.emulate.clone(), cfg.kafka.clone(), stats.clone());
+        tokio::spawn(async move {
+            // The mock broker keeps ~5 MiB per partition: stay close to the consumer.
+            let r = crate::emulate::kafka::produce(&e, &k, count, None, false, Some((&st, 5_000))).await;
+            tracing::info!(result = ?r.as_ref().map_err(|e| e.to_string()), "emulator finished");
+            r
+        })
+    };
+    let summary = run_with(cfg, Some(count * 3), true, stats).await?;
+    if producer.is_finished() {
+        producer.await??;
+    } else {
+        // Stopped by a signal before everything was produced.
+        producer.abort();
+    }
+    drop(mock);
+    Ok(summary)
+}
