@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod kafka;
 pub mod rows;
 
 use std::collections::{HashMap, HashSet};

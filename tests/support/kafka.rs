@@ -1,0 +1,315 @@
+//! Kafka-side test harness: a Kafka-protocol broker on 127.0.0.1 (librdkafka's mock
+//! cluster, running inside the test process; child `pinpipe` processes reach it over
+//! TCP), a producer that reports offsets, `pinpipe run` child processes with their own
+//! config and log, and readers of the resulting tables.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::{Map, Value};
+
+use pinpipe::clean::Kind;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pinpipe");
+
+/// A Kafka-protocol broker (cluster of `n` mock brokers) with the three topics of `prefix`.
+pub struct Broker {
+    pub mock: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl Broker {
+    pub fn start(brokers: i32) -> Self {
+        Broker {
+            mock: MockCluster::new(brokers).expect("mock cluster"),
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        let b = self.mock.bootstrap_servers();
+        assert!(b.starts_with("127.0.0.1:"), "broker must listen on loopback: {b}");
+        b
+    }
+
+    /// Creates `<prefix>.pin|geo|user` with `partitions` partitions each.
+    pub fn create_topics(&self, prefix: &str, partitions: i32) {
+        for kind in Kind::ALL {
+            self.mock
+                .create_topic(&format!("{prefix}.{kind}"), partitions, 1)
+                .expect("create topic");
+        }
+    }
+
+    /// Produces every `(topic, partition, payload)` (acks=all, idempotent) and returns
+    /// each record's offset, in input order.
+    pub fn produce(&self, records: &[(String, i32, Vec<u8>)]) -> Vec<i64> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.max.bytes", "4000000")
+            .set("linger.ms", "2")
+            .create()
+            .expect("producer");
+        let mut out = Vec::with_capacity(records.len());
+        // Bounded in-flight window: the local queue never overflows.
+        for chunk in records.chunks(5_000) {
+            let futures: Vec<_> = chunk
+                .iter()
+                .map(|(topic, partition, payload)| {
+                    let rec: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic)
+                        .partition(*partition)
+                        .payload(payload.as_slice());
+                    producer.send_result(rec).map_err(|(e, _)| e).expect("enqueue")
+                })
+                .collect();
+            for f in futures {
+                let delivery = futures::executor::block_on(f).expect("delivery future");
+                let d = delivery.unwrap_or_else(|(e, _)| panic!("delivery failed: {e}"));
+                out.push(d.offset);
+            }
+        }
+        out
+    }
+}
+
+/// A test's tables folder and the config file every `pinpipe` child of the test uses.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub tables: PathBuf,
+    pub prefix: String,
+}
+
+impl Setup {
+    /// Small batches and flush thresholds (many commits: `max_rows` per flush), quick
+    /// group membership.
+    pub fn new(broker: &Broker, prefix: &str, max_rows: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let tables = dir.path().join("tables");
+        let config = dir.path().join("pinpipe.toml");
+        let toml = format!(
+            r#"
+[tables]
+location = "{tables}"
+checkpoint_interval = 5
+
+[writer]
+max_rows = {max_rows}
+max_age_ms = 300
+
+[kafka]
+brokers = "{brokers}"
+group_id = "{prefix}-group"
+topic_prefix = "{prefix}"
+batch_rows = 200
+batch_age_ms = 100
+workers = 2
+
+[kafka.properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"topic.metadata.refresh.interval.ms" = "1000"
+"#,
+            tables = tables.display(),
+            brokers = broker.bootstrap(),
+        );
+        std::fs::write(&config, toml).unwrap();
+        Setup {
+            dir,
+            config,
+            tables,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// `pinpipe <args>` with this setup's config; output to `<name>.log`.
+    pub fn spawn(&self, name: &str, args: &[&str]) -> Proc {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args(args)
+            .env("PINPIPE_CONFIG", &self.config)
+            .env("PINPIPE_LOG", "warn,pinpipe::sources::kafka=info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn pinpipe");
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    /// `pinpipe run --no-progress`.
+    pub fn run(&self, name: &str) -> Proc {
+        self.spawn(name, &["run", "--no-progress"])
+    }
+
+    /// All rows of the six tables (missing tables are empty).
+    pub fn rows(&self) -> BTreeMap<String, Vec<Map<String, Value>>> {
+        let mut out = BTreeMap::new();
+        for kind in Kind::ALL {
+            for name in [kind.to_string(), format!("{kind}_dead_letter")] {
+                let path = self.tables.join(&name);
+                let rows = if path.join("_delta_log").is_dir() {
+                    let url = url::Url::from_directory_path(&path).unwrap().to_string();
+                    pinpipe::block_on(super::rows::read_table(&url, HashMap::new()))
+                } else {
+                    Vec::new()
+                };
+                out.insert(name, rows);
+            }
+        }
+        out
+    }
+
+    /// Total rows over all six tables.
+    pub fn total(&self) -> usize {
+        self.rows().values().map(Vec::len).sum()
+    }
+
+    /// Polls until the tables hold `n` rows (or more); panics after `timeout` with `why`.
+    pub fn wait_rows(&self, n: usize, timeout: Duration, procs: &mut [&mut Proc]) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let total = self.total();
+            if total >= n {
+                return;
+            }
+            for p in procs.iter_mut() {
+                if let Some(status) = p.child.try_wait().unwrap() {
+                    panic!("{} exited with {status} at {total}/{n} rows:\n{}", p.name, p.tail());
+                }
+            }
+            if Instant::now() > deadline {
+                let tails: Vec<String> = procs.iter().map(|p| format!("--- {}\n{}", p.name, p.tail())).collect();
+                panic!("{total}/{n} rows after {timeout:?}\n{}", tails.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+/// Every row's lineage key; panics on a duplicate.
+pub fn assert_unique_lineage(rows: &BTreeMap<String, Vec<Map<String, Value>>>) -> HashSet<(String, String, String)> {
+    let mut seen = HashSet::new();
+    for (table, rs) in rows {
+        for r in rs {
+            let s = |k: &str| r[k].as_str().unwrap().to_string();
+            assert_eq!(r["_source"], "kafka", "{table}");
+            let key = (s("_stream"), s("_partition"), s("_position"));
+            assert!(seen.insert(key.clone()), "duplicate lineage key {key:?} in {table}");
+        }
+    }
+    seen
+}
+
+/// A `pinpipe` child process.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn tail(&self) -> String {
+        super::log_tail(&self.log, 30)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        signal(&self.child, "TERM");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                panic!(
+                    "{} did not exit within {within:?} of SIGTERM:\n{}",
+                    self.name,
+                    self.tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {}", child.id());
+}
+
+/// Posts from the emulator, as `(topic, partition, payload)` spread over `partitions`.
+pub fn emulated(prefix: &str, posts: u64, partitions: i32, seed: u64) -> Vec<(String, i32, Vec<u8>)> {
+    let mut gen = pinpipe::emulate::Generator::new(pinpipe::emulate::EmulatorConfig {
+        seed,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut out = Vec::new();
+    for n in 0..posts {
+        let post = gen.next_post();
+        for kind in Kind::ALL {
+            let p = ((n as i32) + kind as i32) % partitions;
+            out.push((format!("{prefix}.{kind}"), p, post.record(kind).to_vec()));
+        }
+    }
+    out
+}
+
+/// The offsets group `group` committed for `<prefix>.*` partitions (those with one).
+pub fn committed(broker: &Broker, group: &str, prefix: &str, partitions: i32) -> BTreeMap<(String, i32), i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for kind in Kind::ALL {
+        for p in 0..partitions {
+            tpl.add_partition(&format!("{prefix}.{kind}"), p);
+        }
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+            _ => None,
+        })
+        .collect()
+}
