@@ -326,6 +326,7 @@ impl TableSink {
         if self.pending.is_empty() {
             return Ok(outcome);
         }
+        let started = Instant::now();
         // Files written for a set of keys; rewritten only if the set shrinks on a retry.
         let mut written: Option<(Vec<SourceKey>, Vec<Action>)> = None;
         let mut attempt = 0;
@@ -351,6 +352,7 @@ impl TableSink {
         if self.pending.is_empty() {
             self.oldest = None;
         }
+        tracing::debug!(table = %self.name, rows = outcome.rows, ms = started.elapsed().as_millis() as u64, "flushed");
         Ok(outcome)
     }
 
@@ -549,7 +551,8 @@ impl Actor for TableWriter {
     fn started(&mut self, ctx: &mut Self::Context) {
         let cfg = &self.cfg;
         ctx.set_mailbox_capacity(cfg.mailbox.max(1));
-        let every = Duration::from_millis((cfg.max_age_ms / 4).clamp(10, 1000));
+        // The tick's period adds to the worst-case age of a row: keep it a tenth of it.
+        let every = Duration::from_millis((cfg.max_age_ms / 10).clamp(10, 1000));
         ctx.run_interval(every, |_, ctx| ctx.notify(Tick));
     }
 }
