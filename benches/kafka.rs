@@ -1,0 +1,487 @@
+//! Kafka -> Delta end to end: `pinpipe run` (a child process, as deployed) consuming
+//! pre-produced records from a Kafka-protocol broker on 127.0.0.1 into local Delta tables.
+//!
+//! `cargo bench --bench kafka`. Environment:
+//! - `PINPIPE_BENCH_POSTS` posts to pre-produce (default 333 334 = ~1M records);
+//! - `PINPIPE_BENCH_PARTITIONS` partitions per topic (default 48: librdkafka's mock broker
+//!   keeps at most 5 MiB per partition, and the bench checks nothing was trimmed);
+//! - `PINPIPE_BENCH_RATE` records/s and `PINPIPE_BENCH_SECONDS` for the latency phase
+//!   (default 20 000 for 10 s).
+//!
+//! Prints, each with a ratio to a baseline measured in the same run (a single-threaded
+//! `serde_json::Value` parse of the same payloads): records/s by wall clock and per CPU
+//! second of the `pinpipe run` process with 1 and 2 worker threads, its peak RSS, and at a
+//! fixed produce rate the latency from the producer's send to the Delta commit holding
+//! the row (p50, p99, max). The broker runs in this process and competes for the same two
+//! cores; the figures are a floor, not a ceiling.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow_array::cast::AsArray;
+use arrow_array::Array;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use pinpipe::clean::Kind;
+use pinpipe::emulate::{EmulatorConfig, Generator};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pinpipe");
+type Record = (String, i32, Vec<u8>);
+/// `(topic, partition, offset)`: a row's lineage key.
+type Key = (String, String, String);
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// CPU seconds (user + system) of this process: the mock broker's share while a run is on.
+fn self_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, s)| s)
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| after.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) + field(12)) / 100.0
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Posts as records of `<prefix>.<kind>`, round robin over the partitions.
+fn records(prefix: &str, posts: u64, partitions: i32, seed: u64) -> Vec<Record> {
+    let mut gen = Generator::new(EmulatorConfig {
+        seed,
+        // Every post distinct: no repeated strings flattering compression.
+        index_pool: 1 << 40,
+        ..Default::default()
+    })
+    .expect("generator");
+    let mut out = Vec::with_capacity(posts as usize * 3);
+    for n in 0..posts {
+        let post = gen.next_post();
+        for kind in Kind::ALL {
+            let p = ((n % partitions as u64) as i32 + kind as i32) % partitions;
+            out.push((format!("{prefix}.{kind}"), p, post.record(kind).to_vec()));
+        }
+    }
+    out
+}
+
+fn producer(mock: &MockCluster<'static, DefaultProducerContext>) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // Large producer batches: the mock broker answers a fetch with one batch per
+        // partition, so small batches would make fetch round trips the bottleneck.
+        .set("linger.ms", "100")
+        .set("batch.size", "1000000")
+        .create()
+        .expect("producer")
+}
+
+/// Produces everything (bounded in-flight window); returns each record's offset.
+fn produce_all(p: &FutureProducer, recs: &[Record]) -> Vec<i64> {
+    let mut out = Vec::with_capacity(recs.len());
+    for chunk in recs.chunks(20_000) {
+        let futures: Vec<_> = chunk
+            .iter()
+            .map(|(t, part, payload)| {
+                let r: FutureRecord<'_, (), [u8]> = FutureRecord::to(t).partition(*part).payload(payload.as_slice());
+                p.send_result(r).map_err(|(e, _)| e).expect("enqueue")
+            })
+            .collect();
+        for f in futures {
+            let (_, offset) = futures::executor::block_on(f)
+                .expect("delivery")
+                .map(|d| (d.partition, d.offset))
+                .unwrap_or_else(|(e, _)| panic!("delivery failed: {e}"));
+            out.push(offset);
+        }
+    }
+    out
+}
+
+/// Panics unless every partition of the prefix still starts at offset 0: the mock broker
+/// drops the oldest data past 5 MiB per partition, which would silently shrink the input.
+fn assert_untrimmed(mock: &MockCluster<'static, DefaultProducerContext>, prefix: &str, partitions: i32) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .create()
+        .expect("consumer");
+    for kind in Kind::ALL {
+        for p in 0..partitions {
+            let (low, _) = c
+                .fetch_watermarks(&format!("{prefix}.{kind}"), p, Duration::from_secs(10))
+                .expect("watermarks");
+            assert_eq!(
+                low, 0,
+                "{prefix}.{kind}/{p} was trimmed by the mock broker: raise PINPIPE_BENCH_PARTITIONS"
+            );
+        }
+    }
+}
+
+struct RunFigures {
+    /// From the first partition assignment to exit: without the group join.
+    steady: f64,
+    cpu: f64,
+    peak_rss_mb: f64,
+}
+
+/// Runs `pinpipe run --stop-after n` to its end; samples its peak RSS and reads its CPU
+/// time from /proc while it is a zombie (before it is reaped).
+fn run_to(dir: &Path, name: &str, toml: &str, n: usize, during: impl FnOnce(&Path)) -> RunFigures {
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, toml).expect("config");
+    let log_path = dir.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path).expect("log");
+    let t = Instant::now();
+    let spawned = now_ms();
+    let mut child = Command::new(BIN)
+        .args(["run", "--no-progress", "--stop-after", &n.to_string()])
+        .env("PINPIPE_CONFIG", &config)
+        .env(
+            "PINPIPE_LOG",
+            std::env::var("PINPIPE_BENCH_LOG").unwrap_or("warn,pinpipe::sources::kafka=info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn pinpipe run");
+    during(&log_path);
+    let pid = child.id();
+    let tick = 100.0; // USER_HZ on Linux
+    let (mut hwm_kb, mut cpu) = (0u64, 0.0);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if let Some(kb) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        {
+            hwm_kb = hwm_kb.max(kb);
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name: state is the 1st, utime the 12th, stime the 13th.
+        let after: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, s)| s)
+            .split_whitespace()
+            .collect();
+        if after.len() > 13 {
+            let ticks: f64 = after[11].parse::<f64>().unwrap_or(0.0) + after[12].parse::<f64>().unwrap_or(0.0);
+            cpu = ticks / tick;
+        }
+        if after.first() == Some(&"Z") || after.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{name} did not finish within 15 min");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let wall = t.elapsed().as_secs_f64();
+    let ended = now_ms();
+    let status = child.wait().expect("wait");
+    let text = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+    let assigned = text
+        .lines()
+        .find(|l| l.contains("partition assigned"))
+        .and_then(log_time_ms)
+        .map(|at| spawned + (at - day_ms(spawned)).rem_euclid(86_400_000));
+    let steady = assigned.map_or(wall, |a| (ended - a) as f64 / 1000.0);
+    assert!(
+        status.success(),
+        "{name} failed: see {}",
+        dir.join(format!("{name}.log")).display()
+    );
+    RunFigures {
+        steady,
+        cpu,
+        peak_rss_mb: hwm_kb as f64 / 1024.0,
+    }
+}
+
+/// Milliseconds since midnight (UTC) of a Unix time in ms.
+fn day_ms(unix_ms: i64) -> i64 {
+    unix_ms.rem_euclid(86_400_000)
+}
+
+/// Milliseconds since midnight of a log line's RFC 3339 timestamp (`...THH:MM:SS.ffffffZ`).
+fn log_time_ms(line: &str) -> Option<i64> {
+    let ts = line.split_whitespace().next()?;
+    let (_, time) = ts.split_once('T')?;
+    let time = time.trim_end_matches('Z');
+    let mut it = time.split(':');
+    let (h, m, s) = (it.next()?, it.next()?, it.next()?);
+    let secs: f64 = s.parse().ok()?;
+    Some(h.parse::<i64>().ok()? * 3_600_000 + m.parse::<i64>().ok()? * 60_000 + (secs * 1000.0) as i64)
+}
+
+fn config(tables: &Path, brokers: &str, prefix: &str, workers: usize, max_age_ms: u64, batch_age_ms: u64) -> String {
+    format!(
+        r#"
+[tables]
+location = "{tables}"
+checkpoint_interval = 1000000
+
+[writer]
+max_age_ms = {max_age_ms}
+
+[kafka]
+brokers = "{brokers}"
+group_id = "{prefix}-group"
+topic_prefix = "{prefix}"
+workers = {workers}
+batch_age_ms = {batch_age_ms}
+
+[kafka.properties]
+{props}
+"#,
+        tables = tables.display(),
+        props = std::env::var("PINPIPE_BENCH_KAFKA_PROPS").unwrap_or_default(),
+    )
+}
+
+/// Commit time of every row: each Delta commit's `commitInfo.timestamp`, joined with the
+/// lineage columns of the files it added.
+fn commit_times(tables: &Path) -> HashMap<Key, i64> {
+    let mut out = HashMap::new();
+    for kind in Kind::ALL {
+        for name in [kind.to_string(), format!("{kind}_dead_letter")] {
+            let table = tables.join(&name);
+            let Ok(entries) = std::fs::read_dir(table.join("_delta_log")) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                if path.extension().and_then(|x| x.to_str()) != Some("json") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("commit");
+                let mut ts = None;
+                let mut files = Vec::new();
+                for line in text.lines() {
+                    let v: serde_json::Value = serde_json::from_str(line).expect("commit line");
+                    if let Some(t) = v["commitInfo"]["timestamp"].as_i64() {
+                        ts = Some(t);
+                    }
+                    if let Some(p) = v["add"]["path"].as_str() {
+                        files.push(table.join(p));
+                    }
+                }
+                let ts = ts.expect("commitInfo.timestamp");
+                for f in files {
+                    for key in lineage(&f) {
+                        out.insert(key, ts);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn lineage(file: &PathBuf) -> Vec<Key> {
+    let f = std::fs::File::open(file).expect("parquet file");
+    let b = ParquetRecordBatchReaderBuilder::try_new(f).expect("parquet");
+    let cols = ["_stream", "_partition", "_position"];
+    let schema = b.parquet_schema();
+    let idx: Vec<usize> = cols
+        .iter()
+        .map(|c| {
+            (0..schema.num_columns())
+                .find(|&i| schema.column(i).name() == *c)
+                .expect("lineage column")
+        })
+        .collect();
+    let mask = ProjectionMask::leaves(schema, idx);
+    let mut out = Vec::new();
+    for batch in b.with_projection(mask).build().expect("reader") {
+        let batch = batch.expect("batch");
+        // The lineage columns are Utf8 (src/clean/batch.rs).
+        let s = |c: &str| batch.column_by_name(c).expect("column").as_string::<i32>().clone();
+        let (st, pa, po) = (s("_stream"), s("_partition"), s("_position"));
+        for i in 0..batch.num_rows() {
+            if st.is_valid(i) {
+                out.push((
+                    st.value(i).to_string(),
+                    pa.value(i).to_string(),
+                    po.value(i).to_string(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn percentile(sorted: &[i64], q: f64) -> i64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn main() {
+    let posts: u64 = env_or("PINPIPE_BENCH_POSTS", 333_334);
+    let partitions: i32 = env_or("PINPIPE_BENCH_PARTITIONS", 48);
+    let rate: f64 = env_or("PINPIPE_BENCH_RATE", 20_000.0);
+    let seconds: f64 = env_or("PINPIPE_BENCH_SECONDS", 10.0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).expect("mock broker");
+    let brokers = mock.bootstrap_servers();
+    assert!(brokers.starts_with("127.0.0.1:"), "{brokers}");
+
+    // Input, and the floor: parse every payload into a serde_json::Value.
+    let recs = records("bench", posts, partitions, 42);
+    let n = recs.len();
+    let bytes: usize = recs.iter().map(|r| r.2.len()).sum();
+    let t = Instant::now();
+    let mut parsed = 0usize;
+    for (_, _, payload) in &recs {
+        parsed += serde_json::from_slice::<serde_json::Value>(payload).is_ok() as usize;
+    }
+    let parse_rate = n as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "input: {n} records ({:.1} MB) over 3 topics x {partitions} partitions; {parsed} parse as JSON",
+        bytes as f64 / 1e6
+    );
+
+    for kind in Kind::ALL {
+        mock.create_topic(&format!("bench.{kind}"), partitions, 1)
+            .expect("topic");
+    }
+    let p = producer(&mock);
+    let t = Instant::now();
+    produce_all(&p, &recs);
+    let produce_s = t.elapsed().as_secs_f64();
+    assert_untrimmed(&mock, "bench", partitions);
+    drop(recs);
+    println!(
+        "pre-produced in {produce_s:.1}s ({:.0} records/s)",
+        n as f64 / produce_s
+    );
+
+    println!();
+    println!("{:<44} {:>14} {:>9}", "figure", "value", "ratio");
+    println!(
+        "{:<44} {:>14} {:>9}",
+        "serde_json::Value parse, 1 thread (rec/s)",
+        format!("{parse_rate:.0}"),
+        "1.00x"
+    );
+    for workers in [1usize, 2] {
+        let tables = dir.path().join(format!("tables-w{workers}"));
+        let toml = config(&tables, &brokers, "bench", workers, 1_000, 500);
+        // Each run is its own group, reading the same pre-produced topics from the start.
+        let toml = toml.replace("bench-group", &format!("bench-w{workers}"));
+        let broker_cpu = self_cpu();
+        let f = run_to(dir.path(), &format!("run-w{workers}"), &toml, n, |_| {});
+        let broker_cpu = self_cpu() - broker_cpu;
+        let wall = n as f64 / f.steady;
+        let per_cpu = n as f64 / f.cpu.max(1e-9);
+        println!(
+            "{:<44} {:>14} {:>8.2}x",
+            format!("Kafka->Delta, {workers} worker(s), wall* (rec/s)"),
+            format!("{wall:.0}"),
+            wall / parse_rate
+        );
+        println!(
+            "{:<44} {:>14} {:>8.2}x",
+            format!("Kafka->Delta, {workers} worker(s), per CPU-s"),
+            format!("{per_cpu:.0}"),
+            per_cpu / parse_rate
+        );
+        println!(
+            "{:<44} {:>14} {:>9}",
+            format!("  pinpipe run peak RSS, {workers} worker(s) (MiB)"),
+            format!("{:.0}", f.peak_rss_mb),
+            ""
+        );
+        println!(
+            "{:<44} {:>14} {:>9}",
+            "  CPU-s: pinpipe run / mock broker, wall s",
+            format!("{:.1} / {:.1}, {:.1}", f.cpu, broker_cpu, f.steady),
+            ""
+        );
+    }
+
+    // Latency at a fixed rate: the consumer runs first, the producer paces sends.
+    let total = (rate * seconds) as usize;
+    let live = records("live", total.div_ceil(3) as u64, partitions, 7);
+    let live = &live[..total.min(live.len())];
+    for kind in Kind::ALL {
+        mock.create_topic(&format!("live.{kind}"), partitions, 1)
+            .expect("topic");
+    }
+    let tables = dir.path().join("tables-live");
+    let (max_age_ms, batch_age_ms) = (1_000, 100);
+    let toml = config(&tables, &brokers, "live", 2, max_age_ms, batch_age_ms);
+    let mut sent: HashMap<Key, i64> = HashMap::with_capacity(live.len());
+    run_to(dir.path(), "run-live", &toml, live.len(), |log| {
+        // Produce once the group has formed (the mock delays the first join by ~3 s).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("partition actor started")
+        {
+            assert!(Instant::now() < deadline, "no partition assigned within 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let t = Instant::now();
+        let mut pending = Vec::new();
+        for (i, (topic, part, payload)) in live.iter().enumerate() {
+            let due = Duration::from_secs_f64(i as f64 / rate);
+            if let Some(wait) = due.checked_sub(t.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            let r: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).partition(*part).payload(payload.as_slice());
+            pending.push((
+                topic.clone(),
+                now_ms(),
+                p.send_result(r).map_err(|(e, _)| e).expect("enqueue"),
+            ));
+        }
+        for (topic, at, f) in pending {
+            let d = futures::executor::block_on(f)
+                .expect("delivery")
+                .unwrap_or_else(|(e, _)| panic!("delivery failed: {e}"));
+            sent.insert((topic, d.partition.to_string(), d.offset.to_string()), at);
+        }
+    });
+    let committed = commit_times(&tables);
+    let mut lat: Vec<i64> = sent
+        .iter()
+        .map(|(k, at)| committed.get(k).expect("every sent record committed") - at)
+        .collect();
+    lat.sort_unstable();
+    println!(
+        "{:<44} {:>14} {:>9}",
+        format!("latency at {rate:.0} rec/s, flush age {max_age_ms} ms, batch age {batch_age_ms} ms"),
+        format!("{} rows", lat.len()),
+        ""
+    );
+    for (label, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
+        println!(
+            "{:<44} {:>14} {:>8.2}x",
+            format!("  send -> Delta commit {label} (ms)"),
+            percentile(&lat, q),
+            percentile(&lat, q) as f64 / max_age_ms as f64
+        );
+    }
+    println!("(latency ratios are to the flush age; the aim is p99 <= flush age + 1 s)");
+    println!("(* wall: from the first partition assignment to exit, i.e. without the group join)");
+    if std::env::var_os("PINPIPE_BENCH_KEEP").is_some() {
+        println!("kept: {}", dir.keep().display());
+    }
+}
