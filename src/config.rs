@@ -241,6 +241,16 @@ impl Config {
                 format!("{} (allowed: 64..=2097151, librdkafka's range)", k.fetch_queue_kbytes),
             ));
         }
+        if !k.msk_iam_region.is_empty() {
+            for (key, want) in [("security.protocol", "SASL_SSL"), ("sasl.mechanism", "OAUTHBEARER")] {
+                if let Some(v) = k.properties.get(key).filter(|v| !v.eq_ignore_ascii_case(want)) {
+                    return Err(invalid(
+                        "kafka.properties",
+                        format!("{key} = {v:?} contradicts kafka.msk_iam_region (allowed: {want}, or unset)"),
+                    ));
+                }
+            }
+        }
         if k.shutdown_grace_ms < 1_000 {
             return Err(invalid(
                 "kafka.shutdown_grace_ms",
@@ -254,6 +264,21 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn msk_iam_rejects_contradicting_properties() {
+        let mut c = Config::default();
+        c.kafka.msk_iam_region = "us-east-1".into();
+        c.validate().unwrap();
+        c.kafka
+            .properties
+            .insert("sasl.mechanism".into(), "SCRAM-SHA-512".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("kafka.properties") && e.contains("sasl.mechanism") && e.contains("OAUTHBEARER"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -11,6 +11,7 @@ use super::{EmulatorConfig, Generator};
 use crate::clean::Kind;
 use crate::config::EmulateConfig;
 use crate::sources::kafka::{KafkaConfig, RunStats};
+use crate::sources::msk_iam::AuthContext;
 
 /// Errors producing emulator records.
 #[derive(Debug, thiserror::Error)]
@@ -34,12 +35,12 @@ pub async fn produce(
     progress: bool,
     ahead: Option<(&RunStats, u64)>,
 ) -> Result<u64, ProduceError> {
-    let producer: FutureProducer = kafka
+    let producer: FutureProducer<AuthContext> = kafka
         .client_config()
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
-        .create()?;
+        .create_with_context(AuthContext::new(kafka))?;
     let mut gen = Generator::new(EmulatorConfig {
         seed: cfg.seed,
         invalid_share: cfg.invalid_share,

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use rdkafka::client::OAuthToken;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -26,6 +27,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
+use super::msk_iam::AuthContext;
 use crate::clean::{self, CleanBatchBuilder, DeadLetterBatchBuilder, Kind, Lineage};
 use crate::sink::{Append, Position, SourceKey, SourceKind, WriterError, Writers};
 
@@ -56,6 +58,10 @@ pub struct KafkaConfig {
     /// committed by then are read again by the next owner. Keep it below Kubernetes'
     /// `terminationGracePeriodSeconds`.
     pub shutdown_grace_ms: u64,
+    /// AWS region of an Amazon MSK cluster to authenticate to with IAM (SASL/OAUTHBEARER,
+    /// a SigV4 token from the standard AWS credential chain); empty: off. Sets
+    /// `security.protocol = SASL_SSL` and `sasl.mechanism = OAUTHBEARER`.
+    pub msk_iam_region: String,
     /// Passed to librdkafka as is (`security.protocol`, `sasl.mechanism`, ...).
     pub properties: BTreeMap<String, String>,
 }
@@ -73,6 +79,7 @@ impl Default for KafkaConfig {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             fetch_queue_kbytes: 16 * 1024,
             shutdown_grace_ms: 30_000,
+            msk_iam_region: String::new(),
             properties: BTreeMap::new(),
         }
     }
@@ -97,6 +104,7 @@ impl KafkaConfig {
         for (k, v) in &self.properties {
             c.set(k, v);
         }
+        super::msk_iam::apply(self, &mut c);
         c
     }
 }
@@ -320,6 +328,7 @@ enum GroupEvent {
 
 /// State shared by the dispatcher and librdkafka's rebalance callback.
 struct GroupContext {
+    auth: AuthContext,
     topics: BTreeMap<String, Kind>,
     latest_when_new: bool,
     writers: Arc<Writers>,
@@ -327,7 +336,13 @@ struct GroupContext {
     events: Mutex<Vec<GroupEvent>>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(&self, config: Option<&str>) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        self.auth.generate_oauth_token(config)
+    }
+}
 
 impl ConsumerContext for GroupContext {
     // Replaces rdkafka's default so that (1) an assignment starts at the positions stored
@@ -445,6 +460,7 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), KafkaSourceError> {
     let ctx = GroupContext {
+        auth: AuthContext::new(cfg),
         topics: cfg.topic_map(),
         latest_when_new: cfg.auto_offset_reset == "latest",
         writers: writers.clone(),

@@ -2,3 +2,4 @@
 //! resumes from the positions stored in the tables and hands cleaned rows to the writers.
 pub mod batch;
 pub mod kafka;
+pub mod msk_iam;
