@@ -43,14 +43,18 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 /// CPU seconds (user + system) of this process: the mock broker's share while a run is on.
 fn self_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, s)| s)
-        .split_whitespace()
-        .collect();
+    proc_stat("self").map_or(0.0, |(_, cpu)| cpu)
+}
+
+/// A process's state letter and CPU seconds (user + system) from `/proc/<pid>/stat`;
+/// None once it is gone.
+fn proc_stat(pid: &str) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: state is the 1st, utime the 12th, stime the 13th
+    // (in USER_HZ = 100 ticks per second on Linux).
+    let after: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let field = |i: usize| after.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (field(11) + field(12)) / 100.0
+    Some((after.first()?.to_string(), (field(11) + field(12)) / 100.0))
 }
 
 fn now_ms() -> i64 {
@@ -164,7 +168,6 @@ fn run_to(dir: &Path, name: &str, toml: &str, n: usize, during: impl FnOnce(&Pat
         .expect("spawn pinpipe run");
     during(&log_path);
     let pid = child.id();
-    let tick = 100.0; // USER_HZ on Linux
     let (mut hwm_kb, mut cpu) = (0u64, 0.0);
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
@@ -176,19 +179,14 @@ fn run_to(dir: &Path, name: &str, toml: &str, n: usize, during: impl FnOnce(&Pat
         {
             hwm_kb = hwm_kb.max(kb);
         }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Fields after the command name: state is the 1st, utime the 12th, stime the 13th.
-        let after: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, s)| s)
-            .split_whitespace()
-            .collect();
-        if after.len() > 13 {
-            let ticks: f64 = after[11].parse::<f64>().unwrap_or(0.0) + after[12].parse::<f64>().unwrap_or(0.0);
-            cpu = ticks / tick;
-        }
-        if after.first() == Some(&"Z") || after.is_empty() {
-            break;
+        match proc_stat(&pid.to_string()) {
+            Some((state, seconds)) => {
+                cpu = seconds;
+                if state == "Z" {
+                    break;
+                }
+            }
+            None => break,
         }
         assert!(Instant::now() < deadline, "{name} did not finish within 15 min");
         std::thread::sleep(Duration::from_millis(50));
