@@ -239,6 +239,9 @@ checkpoint_interval = 1000000
 [writer]
 max_age_ms = {max_age_ms}
 
+[metrics]
+listen = "127.0.0.1:0"
+
 [kafka]
 brokers = "{brokers}"
 group_id = "{prefix}-group"

@@ -25,6 +25,7 @@ pub struct Config {
     pub batch: BatchConfig,
     pub emulate: EmulateConfig,
     pub kafka: crate::sources::kafka::KafkaConfig,
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// `[clean]`: limits of per-record cleaning.
@@ -251,6 +252,7 @@ impl Config {
                 }
             }
         }
+        self.metrics.addr().map_err(|m| invalid("metrics.listen", m))?;
         if k.shutdown_grace_ms < 1_000 {
             return Err(invalid(
                 "kafka.shutdown_grace_ms",
@@ -294,6 +296,9 @@ mod tests {
         let mut c = Config::default();
         c.tables.location = "gs://x/y".into();
         assert!(c.validate().unwrap_err().to_string().contains("tables.location"));
+        let mut c = Config::default();
+        c.metrics.listen = "0.0.0.0".into();
+        assert!(c.validate().unwrap_err().to_string().contains("metrics.listen"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use rdkafka::mocking::MockCluster;
 
 use crate::clean::Kind;
 use crate::config::Config;
+use crate::metrics::{self, Health};
 use crate::sink::Writers;
 use crate::sources::kafka::{self, RunStats};
 
@@ -68,7 +69,15 @@ pub async fn shutdown_signal() {
 /// dead-letter together; then drains, commits and leaves the group). Shows live progress
 /// when `progress`.
 pub async fn run(cfg: &Config, stop_after: Option<u64>, progress: bool) -> anyhow::Result<RunSummary> {
-    run_with(cfg, stop_after, progress, Arc::new(RunStats::default())).await
+    // Before the tables open (which can take a while on S3): liveness answers at once,
+    // readiness says what it waits for.
+    let health = Health::new();
+    let server = metrics::serve(&cfg.metrics, health.clone())?;
+    let r = run_with(cfg, stop_after, progress, Arc::new(RunStats::default()), health).await;
+    if let Some(s) = server {
+        s.stop().await;
+    }
+    r
 }
 
 async fn run_with(
@@ -76,9 +85,11 @@ async fn run_with(
     stop_after: Option<u64>,
     progress: bool,
     stats: Arc<RunStats>,
+    health: Arc<Health>,
 ) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
     let writers = Arc::new(Writers::start(&cfg.tables, &cfg.writer, &Kind::ALL, None).await?);
+    health.set_tables_open();
     let bar = if progress {
         ProgressBar::new_spinner()
     } else {
@@ -121,6 +132,7 @@ async fn run_with(
         cfg.clean.max_record_bytes,
         writers.clone(),
         stats.clone(),
+        health,
         stop,
     )
     .await?;
@@ -159,7 +171,21 @@ pub async fn demo(cfg: &mut Config, count: u64, partitions: i32) -> anyhow::Resu
             r
         })
     };
-    let summary = run_with(cfg, Some(count * 3), true, stats).await?;
+    // The demo's metrics are a bonus: a taken port (say, a `pinpipe run` next to it) only
+    // costs a warning.
+    let health = Health::new();
+    let server = match metrics::serve(&cfg.metrics, health.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "no metrics server for the demo");
+            None
+        }
+    };
+    let summary = run_with(cfg, Some(count * 3), true, stats, health).await;
+    if let Some(s) = server {
+        s.stop().await;
+    }
+    let summary = summary?;
     if producer.is_finished() {
         producer.await??;
     } else {

@@ -5,6 +5,7 @@
 //! - [`sources`]: where records come from (batch files; Kafka and Kinesis later).
 //! - [`sink`]: Delta tables, the per-table writer actor and same-commit checkpoints.
 //! - [`emulate`]: the deterministic generator of posts.
+//! - [`metrics`]: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` server.
 //! - [`config`]: the configuration file, overrides and validation.
 // Error enums carry the table and source key they concern; they are on the cold path, so
 // their size is not worth boxing every variant.
@@ -14,6 +15,7 @@ pub mod clean;
 pub mod config;
 pub mod demo;
 pub mod emulate;
+pub mod metrics;
 pub mod sink;
 pub mod sources;
 

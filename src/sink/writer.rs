@@ -45,6 +45,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::{metrics, TableMetrics};
+
 use super::checkpoint::{encode, CheckpointError, CheckpointIndex, Position, SourceKey};
 use super::table::{TableError, TablesConfig};
 
@@ -177,6 +179,7 @@ pub struct TableSink {
     bytes: usize,
     oldest: Option<Instant>,
     stats: SinkStats,
+    metrics: TableMetrics,
 }
 
 impl TableSink {
@@ -202,6 +205,7 @@ impl TableSink {
             bytes: 0,
             oldest: None,
             stats: SinkStats::default(),
+            metrics: metrics().table(name),
         })
     }
 
@@ -306,6 +310,7 @@ impl TableSink {
             pending.batches.push(b);
         }
         self.oldest.get_or_insert_with(Instant::now);
+        self.metrics.buffered_rows.set(self.rows as i64);
         Ok(())
     }
 
@@ -335,8 +340,12 @@ impl TableSink {
             let result = self.try_flush(&mut written, &mut outcome).await;
             match result {
                 Ok(()) => break,
-                Err(e) if attempt >= self.cfg.commit_attempts => return Err(e),
+                Err(e) if attempt >= self.cfg.commit_attempts => {
+                    self.metrics.flush_failures.inc();
+                    return Err(e);
+                }
                 Err(e) => {
+                    self.metrics.flush_retries.inc();
                     tracing::warn!(table = %self.name, attempt, error = %e, "flush failed; re-checking positions and retrying");
                     tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
                 }
@@ -351,6 +360,10 @@ impl TableSink {
             .sum();
         if self.pending.is_empty() {
             self.oldest = None;
+        }
+        self.metrics.buffered_rows.set(self.rows as i64);
+        if outcome.version.is_some() {
+            self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
         }
         tracing::debug!(table = %self.name, rows = outcome.rows, ms = started.elapsed().as_millis() as u64, "flushed");
         Ok(outcome)
@@ -402,7 +415,16 @@ impl TableSink {
             );
         }
         let files = adds.len();
+        let bytes: i64 = adds
+            .iter()
+            .map(|a| match a {
+                Action::Add(add) => add.size,
+                _ => 0,
+            })
+            .sum();
         let snapshot = self.table.snapshot().map_err(|e| self.delta_err(e))?;
+        let read_version = snapshot.version() as i64;
+        let commit_started = Instant::now();
         let commit = CommitBuilder::from(CommitProperties::default().with_application_transactions(txns.clone()))
             .with_actions(adds)
             .with_max_retries(self.cfg.commit_attempts as usize)
@@ -418,6 +440,14 @@ impl TableSink {
             .await
             .map_err(|e| self.delta_err(e))?;
         let version = commit.version() as i64;
+        self.metrics
+            .commit_duration
+            .observe(commit_started.elapsed().as_secs_f64());
+        // delta-rs retries a conflicting commit at the next version (its conflict checker
+        // passed): every version between our read and our commit was another writer's.
+        self.metrics
+            .commit_conflicts
+            .inc_by(u64::try_from(version - read_version - 1).unwrap_or(0));
         self.index.record(version, &txns);
 
         let mut rows = 0;
@@ -433,6 +463,10 @@ impl TableSink {
         self.stats.commits += 1;
         self.stats.rows_committed += rows as u64;
         self.stats.files += files as u64;
+        self.metrics.commits.inc();
+        self.metrics.rows_committed.inc_by(rows as u64);
+        self.metrics.written_files.inc_by(files as u64);
+        self.metrics.written_bytes.inc_by(u64::try_from(bytes).unwrap_or(0));
         tracing::debug!(table = %self.name, version, rows, files, "committed");
         Ok(())
     }

@@ -23,13 +23,18 @@ use rdkafka::client::OAuthToken;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use super::msk_iam::AuthContext;
 use crate::clean::{self, CleanBatchBuilder, DeadLetterBatchBuilder, Kind, Lineage};
+use crate::metrics::{metrics, Health};
 use crate::sink::{Append, Position, SourceKey, SourceKind, WriterError, Writers};
+
+/// The `source` label of this source's metrics and lineage.
+const SOURCE: &str = "kafka";
 
 /// `[kafka]` config section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,6 +165,9 @@ struct PartitionState {
     since: Option<Instant>,
     writers: Arc<Writers>,
     stats: Arc<RunStats>,
+    consumed: prometheus::IntCounter,
+    consumed_bytes: prometheus::IntCounter,
+    dead_letter_table: String,
 }
 
 impl PartitionState {
@@ -179,10 +187,15 @@ impl PartitionState {
             _ => None,
         };
         tracing::info!(%topic, partition, ?expect, "partition actor started");
+        let m = metrics();
+        let partition_label = partition.to_string();
         Self {
             kind,
             key: SourceKey::new(SourceKind::Kafka, topic, partition.to_string()),
-            partition_label: partition.to_string(),
+            consumed: m.records_consumed.with_label_values(&[SOURCE, topic, &partition_label]),
+            consumed_bytes: m.consumed_bytes.with_label_values(&[SOURCE, topic]),
+            dead_letter_table: crate::sink::table_name(kind, true),
+            partition_label,
             done: [off(&expect[0]), off(&expect[1])],
             expect,
             clean: CleanBatchBuilder::new(kind),
@@ -207,14 +220,21 @@ impl PartitionState {
             ingested_at: lineage_now,
         };
         let mut pos = itoa::Buffer::new();
+        let (mut n, mut bytes) = (0u64, 0u64);
         for (offset, payload) in records {
             let raw = payload.as_deref().unwrap_or(b"");
+            n += 1;
+            bytes += raw.len() as u64;
             let p = pos.format(offset);
             match clean::clean(self.kind, raw, self.max_bytes) {
                 Ok(row) if self.done[0].is_none_or(|d| offset >= d) => {
                     self.clean.append(&row, &lineage, p);
                 }
                 Err(reject) if self.done[1].is_none_or(|d| offset >= d) => {
+                    metrics()
+                        .dead_letters
+                        .with_label_values(&[self.dead_letter_table.as_str(), reject.rule()])
+                        .inc();
                     self.dead.append(&lineage, p, &reject.to_string(), raw)
                 }
                 _ => {
@@ -224,6 +244,8 @@ impl PartitionState {
             self.next = Some(offset + 1);
             self.stats.records.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        self.consumed.inc_by(n);
+        self.consumed_bytes.inc_by(bytes);
         self.since.get_or_insert_with(Instant::now);
     }
 
@@ -334,6 +356,18 @@ struct GroupContext {
     writers: Arc<Writers>,
     actors: Actors,
     events: Mutex<Vec<GroupEvent>>,
+    health: Arc<Health>,
+    /// Each partition's (low, high) watermarks from librdkafka's statistics (lag gauges).
+    watermarks: Mutex<HashMap<TopicPartition, (i64, i64)>>,
+}
+
+impl GroupContext {
+    fn set_owned(&self, actors: &HashMap<TopicPartition, Addr<PartitionActor>>) {
+        metrics()
+            .owned_partitions
+            .with_label_values(&[SOURCE])
+            .set(actors.len() as i64);
+    }
 }
 
 impl ClientContext for GroupContext {
@@ -341,6 +375,19 @@ impl ClientContext for GroupContext {
 
     fn generate_oauth_token(&self, config: Option<&str>) -> Result<OAuthToken, Box<dyn std::error::Error>> {
         self.auth.generate_oauth_token(config)
+    }
+
+    // `statistics.interval.ms`: keep each partition's high watermark for the lag gauges.
+    fn stats(&self, s: Statistics) {
+        let mut marks = self.watermarks.lock().expect("lock");
+        for (topic, t) in s.topics {
+            for (partition, p) in t.partitions {
+                // -1 is librdkafka's internal "unassigned" partition; -1001 an unknown offset.
+                if partition >= 0 && p.hi_offset >= 0 {
+                    marks.insert((topic.clone(), partition), (p.lo_offset.max(0), p.hi_offset));
+                }
+            }
+        }
     }
 }
 
@@ -371,6 +418,7 @@ impl ConsumerContext for GroupContext {
                             assigned.push(((topic, partition), positions));
                         }
                         self.events.lock().expect("lock").push(GroupEvent::Assigned(assigned));
+                        self.health.set_assigned();
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "reading table positions at assignment failed");
@@ -392,8 +440,15 @@ impl ConsumerContext for GroupContext {
                 tracing::info!(?parts, "partitions revoked");
                 let drained: Vec<Addr<PartitionActor>> = {
                     let mut actors = self.actors.lock().expect("lock");
-                    parts.iter().filter_map(|p| actors.remove(p)).collect()
+                    let drained = parts.iter().filter_map(|p| actors.remove(p)).collect();
+                    self.set_owned(&actors);
+                    drained
                 };
+                for (topic, partition) in &parts {
+                    let _ = metrics()
+                        .partition_lag
+                        .remove_label_values(&[SOURCE, topic, &partition.to_string()]);
+                }
                 if !drained.is_empty() {
                     let r = futures::executor::block_on(async {
                         for a in &drained {
@@ -457,8 +512,10 @@ pub async fn run(
     max_record_bytes: usize,
     writers: Arc<Writers>,
     stats: Arc<RunStats>,
+    health: Arc<Health>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), KafkaSourceError> {
+    metrics().init_source(SOURCE);
     let ctx = GroupContext {
         auth: AuthContext::new(cfg),
         topics: cfg.topic_map(),
@@ -466,6 +523,8 @@ pub async fn run(
         writers: writers.clone(),
         actors: Mutex::new(HashMap::new()),
         events: Mutex::new(Vec::new()),
+        health,
+        watermarks: Mutex::new(HashMap::new()),
     };
     let mut client = cfg.client_config();
     if !cfg.properties.contains_key("fetch.queue.backoff.ms") {
@@ -474,6 +533,10 @@ pub async fn run(
         // default left the consumer idle most of the time (65k vs 240k records/s in
         // `cargo bench --bench kafka`).
         client.set("fetch.queue.backoff.ms", "20");
+    }
+    if !cfg.properties.contains_key("statistics.interval.ms") {
+        // The high watermarks behind the lag gauges come from librdkafka's statistics.
+        client.set("statistics.interval.ms", "1000");
     }
     let consumer: StreamConsumer<GroupContext> = client
         .set("group.id", &cfg.group_id)
@@ -508,7 +571,13 @@ pub async fn run(
     };
     // Whatever happened, the actors are gone now; the consumer's close (on drop) then
     // revokes nothing that still holds rows.
-    consumer.context().actors.lock().expect("lock").clear();
+    let ctx = consumer.context();
+    ctx.health.set_stopping();
+    ctx.actors.lock().expect("lock").clear();
+    ctx.set_owned(&HashMap::new());
+    let m = metrics();
+    m.partition_lag.reset();
+    m.lag.set(0);
     for w in workers {
         w.stop();
     }
@@ -541,6 +610,7 @@ async fn dispatch(
                     match futures::FutureExt::now_or_never(consumer.recv()) {
                         Some(Ok(m)) => push(&mut batch, &m),
                         Some(Err(e)) => {
+                            count_error(&e);
                             tracing::warn!(error = %e, "kafka error");
                             break;
                         }
@@ -548,7 +618,10 @@ async fn dispatch(
                     }
                 }
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "kafka error"),
+            Ok(Err(e)) => {
+                count_error(&e);
+                tracing::warn!(error = %e, "kafka error");
+            }
             Err(_) => {}
         }
         // After the poll: assignments made during it get their actors before the
@@ -575,7 +648,9 @@ async fn dispatch(
                         let addr = PartitionActor::start_in_arbiter(&arbiter.handle(), move |_| PartitionActor {
                             state: Rc::new(tokio::sync::Mutex::new(st)),
                         });
-                        group.actors.lock().expect("lock").insert((topic, partition), addr);
+                        let mut actors = group.actors.lock().expect("lock");
+                        actors.insert((topic, partition), addr);
+                        group.set_owned(&actors);
                     }
                 }
             }
@@ -593,8 +668,19 @@ async fn dispatch(
         let sends = current
             .into_iter()
             .map(|(tp, a)| a.send(Records(batch.remove(&tp).unwrap_or_default())));
+        let waiting = Instant::now();
         for r in futures::future::join_all(sends).await {
             r.map_err(|_| WriterError::Stopped)??;
+        }
+        // Time not spent polling: the actors' cleaning and, when the writers are full,
+        // their inline flushes. A wait longer than a batch age is a backpressure pause.
+        let waited = waiting.elapsed();
+        let m = metrics();
+        m.fetch_paused_seconds
+            .with_label_values(&[SOURCE])
+            .inc_by(waited.as_secs_f64());
+        if waited > Duration::from_millis(cfg.batch_age_ms) {
+            m.fetch_pauses.with_label_values(&[SOURCE]).inc();
         }
         if last_commit.elapsed() >= Duration::from_secs(1) {
             commit_positions(consumer).await;
@@ -615,6 +701,13 @@ async fn dispatch(
     Ok(())
 }
 
+fn count_error(e: &rdkafka::error::KafkaError) {
+    let code = e
+        .rdkafka_error_code()
+        .map_or_else(|| "Other".to_string(), |c| format!("{c:?}"));
+    metrics().source_errors.with_label_values(&[SOURCE, &code]).inc();
+}
+
 fn push(batch: &mut Fetched, m: &BorrowedMessage<'_>) {
     batch
         .entry((m.topic().to_string(), m.partition()))
@@ -622,7 +715,8 @@ fn push(batch: &mut Fetched, m: &BorrowedMessage<'_>) {
         .push((m.offset(), m.payload().map(<[u8]>::to_vec)));
 }
 
-/// Stores the tables' positions as the group's offsets (for lag tools only).
+/// Stores the tables' positions as the group's offsets (for lag tools), and sets the lag
+/// gauges: each partition's high watermark minus its position in the tables.
 async fn commit_positions(consumer: &StreamConsumer<GroupContext>) {
     let group = consumer.context();
     let Ok(cps) = group.writers.checkpoints().await else {
@@ -630,16 +724,32 @@ async fn commit_positions(consumer: &StreamConsumer<GroupContext>) {
     };
     let Ok(assigned) = consumer.assignment() else { return };
     let mut tpl = TopicPartitionList::new();
+    let marks = group.watermarks.lock().expect("lock").clone();
+    let m = metrics();
+    let mut total = 0;
     for e in assigned.elements() {
         let Some(&kind) = group.topics.get(e.topic()) else {
             continue;
         };
         let key = SourceKey::new(SourceKind::Kafka, e.topic(), e.partition().to_string());
         let stored = |dl| cps.get(&(kind, dl)).and_then(|m| m.get(&key)).cloned();
-        if let Offset::Offset(o) = start_offset(&[stored(false), stored(true)], false) {
-            let _ = tpl.add_partition_offset(e.topic(), e.partition(), Offset::Offset(o));
+        let position = match start_offset(&[stored(false), stored(true)], false) {
+            Offset::Offset(o) => {
+                let _ = tpl.add_partition_offset(e.topic(), e.partition(), Offset::Offset(o));
+                Some(o)
+            }
+            _ => None,
+        };
+        if let Some(&(lo, hi)) = marks.get(&(e.topic().to_string(), e.partition())) {
+            // Nothing committed yet: everything still in the log is behind.
+            let lag = (hi - position.unwrap_or(lo).max(lo)).max(0);
+            total += lag;
+            m.partition_lag
+                .with_label_values(&[SOURCE, e.topic(), &key.partition])
+                .set(lag);
         }
     }
+    m.lag.set(total);
     if tpl.count() > 0 {
         if let Err(e) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Async) {
             tracing::debug!(error = %e, "offset commit failed (lag reporting only)");

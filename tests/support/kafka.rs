@@ -102,6 +102,9 @@ checkpoint_interval = 5
 max_rows = {max_rows}
 max_age_ms = 300
 
+[metrics]
+listen = "127.0.0.1:0"
+
 [kafka]
 brokers = "{brokers}"
 group_id = "{prefix}-group"
@@ -129,10 +132,16 @@ workers = 2
 
     /// `pinpipe <args>` with this setup's config; output to `<name>.log`.
     pub fn spawn(&self, name: &str, args: &[&str]) -> Proc {
+        self.spawn_env(name, args, &[])
+    }
+
+    /// [`Setup::spawn`] with extra environment (e.g. `PINPIPE__SECTION__KEY` overrides).
+    pub fn spawn_env(&self, name: &str, args: &[&str], env: &[(&str, String)]) -> Proc {
         let log = self.dir.path().join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("PINPIPE_CONFIG", &self.config)
             .env("PINPIPE_LOG", "warn,pinpipe::sources::kafka=info")
             .stdin(Stdio::null())
