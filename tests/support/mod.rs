@@ -4,6 +4,7 @@
 
 pub mod fixtures;
 pub mod kafka;
+pub mod prometheus;
 pub mod rows;
 
 use std::collections::{HashMap, HashSet};
