@@ -1,0 +1,314 @@
+//! The Kubernetes manifests, validated offline: each kustomize overlay builds; every
+//! built-in object passes Kubernetes' own schemas (kubernetes-validate, strict); the
+//! ServiceMonitor and the ScaledObject pass their CRD schemas (vendored in k8s/schemas);
+//! the ConfigMap is the file in config/ and passes `pinpipe check-config`; and the
+//! operational relations hold (grace period, probes, ports, replica bounds). Tools come
+//! from `.ci/install-servers.sh` (PyPI, in `$PINPIPE_OPS_BIN`).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const BIN: &str = env!("CARGO_BIN_EXE_pinpipe");
+/// Partitions per topic the manifests are sized for (k8s/README.md): with the default
+/// range assignor, a replica beyond this owns nothing.
+const PARTITIONS_PER_TOPIC: u64 = 12;
+/// The target lag per replica of the HPA and the ScaledObject.
+const TARGET_LAG: &str = "50000";
+
+fn ops_bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("PINPIPE_OPS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/pinpipe-tools/ops-venv/bin")
+        });
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} not found: run `bash .ci/install-servers.sh` first (or set PINPIPE_OPS_BIN)",
+        p.display()
+    );
+    p
+}
+
+fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `kubectl kustomize` of an overlay: the YAML and its documents as JSON values.
+fn build(overlay: &str) -> (String, Vec<Value>) {
+    let dir = Path::new(ROOT).join("k8s/overlays").join(overlay);
+    let out = run(Command::new(ops_bin("kubectl")).arg("kustomize").arg(&dir), b"");
+    assert!(out.status.success(), "kustomize {overlay}:\n{}", text(&out));
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    let json = run(
+        Command::new(ops_bin("python")).args([
+            "-c",
+            "import sys, yaml, json; json.dump(list(yaml.safe_load_all(sys.stdin)), sys.stdout)",
+        ]),
+        yaml.as_bytes(),
+    );
+    assert!(json.status.success(), "{}", text(&json));
+    let docs: Vec<Value> = serde_json::from_slice(&json.stdout).unwrap();
+    (yaml, docs)
+}
+
+fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "expected one {kind}");
+    found[0]
+}
+
+/// kubernetes-validate over a multi-document YAML file: `Ok` with its output when every
+/// built-in object passes (CRD kinds only warn that it has no schema for them).
+fn kubernetes_validate(yaml: &str) -> Result<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("all.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    let out = run(
+        Command::new(ops_bin("kubernetes-validate"))
+            .args(["--strict", "-k", "1.35.0"])
+            .arg(&f),
+        b"",
+    );
+    let t = text(&out);
+    if out.status.success() && !t.contains("ERROR") {
+        Ok(t)
+    } else {
+        Err(t)
+    }
+}
+
+fn check_crd(doc: &Value, schema: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("doc.json");
+    std::fs::write(&f, serde_json::to_vec(doc).unwrap()).unwrap();
+    let out = run(
+        Command::new(ops_bin("check-jsonschema"))
+            .arg("--schemafile")
+            .arg(Path::new(ROOT).join("k8s/schemas").join(schema))
+            .arg(&f),
+        b"",
+    );
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(text(&out))
+    }
+}
+
+fn check_overlay(overlay: &str) {
+    let (yaml, docs) = build(overlay);
+    let kinds: BTreeSet<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    for k in [
+        "Namespace",
+        "ServiceAccount",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "ServiceMonitor",
+        "PodDisruptionBudget",
+        "CronJob",
+    ] {
+        assert!(kinds.contains(k), "{overlay}: no {k} in {kinds:?}");
+    }
+    // Exactly one autoscaler: KEDA makes its own HPA.
+    assert!(
+        kinds.contains("HorizontalPodAutoscaler") != kinds.contains("ScaledObject"),
+        "{overlay}: one of HPA and ScaledObject expected: {kinds:?}"
+    );
+    for d in &docs {
+        if d["kind"] != "Namespace" {
+            assert_eq!(
+                d["metadata"]["namespace"], "pinpipe",
+                "{overlay}: {}",
+                d["metadata"]["name"]
+            );
+        }
+    }
+
+    // Built-in kinds: Kubernetes' schemas; CRDs: the vendored ones.
+    let said = kubernetes_validate(&yaml).unwrap_or_else(|e| panic!("{overlay}: kubernetes-validate:\n{e}"));
+    for line in said.lines().filter(|l| l.starts_with("WARN")) {
+        assert!(
+            line.contains("kind ServiceMonitor") || line.contains("kind ScaledObject"),
+            "{overlay}: {line}"
+        );
+    }
+    check_crd(one(&docs, "ServiceMonitor"), "servicemonitor_v1.json").unwrap_or_else(|e| panic!("{overlay}: {e}"));
+    if kinds.contains("ScaledObject") {
+        check_crd(one(&docs, "ScaledObject"), "scaledobject_v1alpha1.json")
+            .unwrap_or_else(|e| panic!("{overlay}: {e}"));
+    }
+
+    // The ConfigMap is config/k8s/<overlay>/pinpipe.toml, and pinpipe accepts it.
+    let file = Path::new(ROOT).join("config/k8s").join(overlay).join("pinpipe.toml");
+    let cm = one(&docs, "ConfigMap");
+    let content = cm["data"]["pinpipe.toml"].as_str().unwrap();
+    assert_eq!(
+        content,
+        std::fs::read_to_string(&file).unwrap(),
+        "{overlay}: ConfigMap vs file"
+    );
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .arg("check-config")
+        .env_remove("PINPIPE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{overlay}: check-config:\n{}", text(&out));
+    let cfg: toml::Value = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let grace_ms = cfg["kafka"]["shutdown_grace_ms"].as_integer().unwrap();
+    let listen = cfg["metrics"]["listen"].as_str().unwrap();
+    assert!(
+        listen.starts_with("0.0.0.0:"),
+        "{overlay}: probes need a pod-IP listener, got {listen}"
+    );
+    let port: u64 = listen.rsplit(':').next().unwrap().parse().unwrap();
+
+    // The Deployment: config mounted from that ConfigMap, grace > preStop + pinpipe's grace,
+    // probes on the metrics port.
+    let dep = one(&docs, "Deployment");
+    let pod = &dep["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let cm_name = cm["metadata"]["name"].as_str().unwrap();
+    let volume = |pod: &Value| -> String {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "config")
+            .unwrap()["configMap"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(volume(pod), cm_name, "{overlay}: Deployment config volume");
+    let env = |c: &Value, k: &str| -> Option<String> {
+        c["env"].as_array()?.iter().find(|e| e["name"] == k)?["value"]
+            .as_str()
+            .map(String::from)
+    };
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "config")
+        .unwrap();
+    assert_eq!(
+        env(c, "PINPIPE_CONFIG").unwrap(),
+        format!("{}/pinpipe.toml", mount["mountPath"].as_str().unwrap())
+    );
+    let pre_stop = c["lifecycle"]["preStop"]["exec"]["command"].as_array().unwrap();
+    assert_eq!(pre_stop[0], "sleep");
+    let pre_stop_s: i64 = pre_stop[1].as_str().unwrap().parse().unwrap();
+    let termination_s = pod["terminationGracePeriodSeconds"].as_i64().unwrap();
+    assert!(
+        termination_s * 1000 > grace_ms + pre_stop_s * 1000,
+        "{overlay}: terminationGracePeriodSeconds {termination_s} must exceed preStop {pre_stop_s} s + \
+         kafka.shutdown_grace_ms {grace_ms}"
+    );
+    let ports = c["ports"].as_array().unwrap();
+    let metrics = ports.iter().find(|p| p["name"] == "metrics").unwrap();
+    assert_eq!(
+        metrics["containerPort"].as_u64().unwrap(),
+        port,
+        "{overlay}: container port vs metrics.listen"
+    );
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{overlay}: {probe}");
+    }
+    let cron = one(&docs, "CronJob");
+    assert_eq!(
+        volume(&cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]),
+        cm_name,
+        "{overlay}: CronJob config volume"
+    );
+    let svc = one(&docs, "Service");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "metrics");
+    assert_eq!(one(&docs, "ServiceMonitor")["spec"]["endpoints"][0]["port"], "metrics");
+
+    // Autoscaling on the lag metric, bounded by the partitions per topic.
+    let replicas = dep["spec"]["replicas"].as_u64().unwrap();
+    let (min, max) = if kinds.contains("ScaledObject") {
+        let so = one(&docs, "ScaledObject");
+        let t = &so["spec"]["triggers"][0]["metadata"];
+        assert!(
+            t["query"].as_str().unwrap().contains("pinpipe_lag_records"),
+            "{overlay}"
+        );
+        assert_eq!(t["threshold"], TARGET_LAG, "{overlay}");
+        assert_eq!(so["spec"]["scaleTargetRef"]["name"], dep["metadata"]["name"]);
+        (
+            so["spec"]["minReplicaCount"].as_u64().unwrap(),
+            so["spec"]["maxReplicaCount"].as_u64().unwrap(),
+        )
+    } else {
+        let hpa = one(&docs, "HorizontalPodAutoscaler");
+        let m = &hpa["spec"]["metrics"][0]["external"];
+        assert_eq!(m["metric"]["name"], "pinpipe_lag_records", "{overlay}");
+        assert_eq!(m["target"]["averageValue"], TARGET_LAG, "{overlay}");
+        assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], dep["metadata"]["name"]);
+        (
+            hpa["spec"]["minReplicas"].as_u64().unwrap(),
+            hpa["spec"]["maxReplicas"].as_u64().unwrap(),
+        )
+    };
+    assert!(
+        1 <= min && min <= replicas && replicas <= max && max <= PARTITIONS_PER_TOPIC,
+        "{overlay}: need 1 <= min {min} <= replicas {replicas} <= max {max} <= {PARTITIONS_PER_TOPIC}"
+    );
+}
+
+#[test]
+fn local_overlay_builds_and_validates() {
+    check_overlay("local");
+}
+
+#[test]
+fn aws_overlay_builds_and_validates() {
+    check_overlay("aws");
+}
+
+/// The validators are not rubber stamps: each rejects a broken object.
+#[test]
+fn validators_reject_broken_objects() {
+    let (yaml, docs) = build("local");
+    let broken = yaml.replacen("replicas: 1\n", "replicas: two\n", 1);
+    assert_ne!(broken, yaml);
+    let e = kubernetes_validate(&broken).expect_err("a string replica count must fail");
+    assert!(e.contains("deployment"), "{e}");
+    let unknown = yaml.replacen("terminationGracePeriodSeconds:", "terminationGracePeriodSecond:", 1);
+    kubernetes_validate(&unknown).expect_err("strict validation must reject an unknown field");
+
+    let mut sm = one(&docs, "ServiceMonitor").clone();
+    let endpoints = sm["spec"]["endpoints"].take();
+    sm["spec"]["endpoint"] = endpoints;
+    check_crd(&sm, "servicemonitor_v1.json").expect_err("a misspelled ServiceMonitor field must fail");
+    let (_, aws) = build("aws");
+    let mut so = one(&aws, "ScaledObject").clone();
+    so["spec"]["maxReplicaCount"] = Value::from("twelve");
+    check_crd(&so, "scaledobject_v1alpha1.json").expect_err("a string maxReplicaCount must fail");
+}
