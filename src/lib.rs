@@ -6,6 +6,7 @@
 //! - [`sink`]: Delta tables, the per-table writer actor and same-commit checkpoints.
 //! - [`emulate`]: the deterministic generator of posts.
 //! - [`metrics`]: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` server.
+//! - [`report`] and [`maintain`]: the analytics questions (DataFusion SQL) and table upkeep.
 //! - [`config`]: the configuration file, overrides and validation.
 // Error enums carry the table and source key they concern; they are on the cold path, so
 // their size is not worth boxing every variant.
@@ -15,7 +16,9 @@ pub mod clean;
 pub mod config;
 pub mod demo;
 pub mod emulate;
+pub mod maintain;
 pub mod metrics;
+pub mod report;
 pub mod sink;
 pub mod sources;
 
@@ -29,4 +32,15 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
             .expect("tokio runtime")
     })
     .block_on(fut)
+}
+
+/// Runs `fut` on a plain multi-threaded tokio runtime, for commands without actors
+/// (`report`, `maintain`): delta-rs' log replay and conflict checks use
+/// `block_in_place`, which a task inside actix's `System` (a `LocalSet`) may not call.
+pub fn block_on_tokio<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(fut)
 }

@@ -103,6 +103,41 @@ enum Command {
         #[arg(long)]
         tables: Option<String>,
     },
+    /// Answer the old batch notebook's eight questions over the clean tables (SQL on
+    /// DataFusion). Prints aligned tables, or writes q1 ... q8 files with `--out`.
+    Report {
+        /// Folder or s3:// URI of the tables [default: tables.location].
+        #[arg(long)]
+        tables: Option<String>,
+        /// Only this question (1..=8; 3 gives q3a and q3b).
+        #[arg(long)]
+        question: Option<u8>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: pinpipe::report::Format,
+        /// Folder for q1.<ext> ... q8.<ext> instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Compact small files, vacuum unreferenced ones and write Delta checkpoints, on every
+    /// table. Safe while `pinpipe run` appends.
+    Maintain {
+        /// Folder or s3:// URI of the tables [default: tables.location].
+        #[arg(long)]
+        tables: Option<String>,
+        /// Compaction's target file size in MiB.
+        #[arg(long, default_value_t = 128)]
+        target_size_mb: u64,
+        /// Vacuum keeps the files of versions younger than this many hours (time travel
+        /// to older versions stops working).
+        #[arg(long, default_value_t = 168)]
+        retention_hours: u64,
+        #[arg(long)]
+        no_optimize: bool,
+        #[arg(long)]
+        no_vacuum: bool,
+        #[arg(long)]
+        no_checkpoint: bool,
+    },
     /// Load and validate the configuration, then print it.
     CheckConfig,
 }
@@ -204,6 +239,61 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let summary = pinpipe::block_on(pinpipe::demo::run(&cfg, stop_after, !no_progress))?;
             println!("{}", summary.line());
             print_tables(&cfg)
+        }
+        Command::Report {
+            tables,
+            question,
+            format,
+            out,
+        } => {
+            if let Some(t) = tables {
+                cfg.tables.location = t;
+            }
+            cfg.validate()?;
+            let questions = pinpipe::report::select(question)?;
+            let started = std::time::Instant::now();
+            let done = pinpipe::block_on_tokio(pinpipe::report::run(&cfg.tables, &questions, format, out.as_deref()))?;
+            if let Some(dir) = out {
+                let rows: Vec<String> = done.iter().map(|(q, n)| format!("{q}={n}")).collect();
+                println!(
+                    "report: {} answers in {:.2}s to {} (rows: {})",
+                    done.len(),
+                    started.elapsed().as_secs_f64(),
+                    dir.display(),
+                    rows.join(" ")
+                );
+            }
+            Ok(())
+        }
+        Command::Maintain {
+            tables,
+            target_size_mb,
+            retention_hours,
+            no_optimize,
+            no_vacuum,
+            no_checkpoint,
+        } => {
+            if let Some(t) = tables {
+                cfg.tables.location = t;
+            }
+            cfg.validate()?;
+            anyhow::ensure!(target_size_mb > 0, "--target-size-mb must be at least 1");
+            let opts = pinpipe::maintain::MaintainOptions {
+                target_size: target_size_mb << 20,
+                retention: std::time::Duration::from_secs(retention_hours * 3600),
+                optimize: !no_optimize,
+                vacuum: !no_vacuum,
+                checkpoint: !no_checkpoint,
+                ..Default::default()
+            };
+            let reports = pinpipe::block_on_tokio(pinpipe::maintain::run(&cfg.tables, &opts))?;
+            if reports.is_empty() {
+                println!("maintain: no tables under {}", cfg.tables.location);
+            }
+            for r in reports {
+                println!("{}", r.line());
+            }
+            Ok(())
         }
         Command::Emulate {
             count,

@@ -118,6 +118,22 @@ impl TablesConfig {
         })
     }
 
+    /// Opens an existing table; `None` when there is no table at its location.
+    pub async fn open_existing(&self, name: &str) -> Result<Option<DeltaTable>, TableError> {
+        register_handlers();
+        let url = self.table_url(name)?;
+        if url.scheme() == "file" && !url.to_file_path().is_ok_and(|p| p.join("_delta_log").is_dir()) {
+            return Ok(None);
+        }
+        let table = DeltaTable::try_from_url_with_storage_options(url, self.storage_options())
+            .await
+            .map_err(|source| TableError::Delta {
+                table: name.to_string(),
+                source,
+            })?;
+        Ok(table.version().is_some().then_some(table))
+    }
+
     /// Opens the table, creating it (with `schema`) if it does not exist yet.
     pub async fn open_or_create(&self, name: &str, schema: &SchemaRef) -> Result<DeltaTable, TableError> {
         register_handlers();

@@ -20,7 +20,10 @@ pub fn cell(batch: &RecordBatch, c: usize, i: usize) -> Value {
         DataType::Int32 => col.as_primitive::<Int32Type>().value(i).into(),
         DataType::Float64 => col.as_primitive::<Float64Type>().value(i).into(),
         DataType::Utf8 => col.as_string::<i32>().value(i).into(),
+        // Files rewritten by DataFusion (`pinpipe maintain`'s compaction) carry view types.
+        DataType::Utf8View => col.as_string_view().value(i).into(),
         DataType::Binary => Value::String(String::from_utf8_lossy(col.as_binary::<i32>().value(i)).into_owned()),
+        DataType::BinaryView => Value::String(String::from_utf8_lossy(col.as_binary_view().value(i)).into_owned()),
         DataType::Timestamp(_, _) => {
             let us = col.as_primitive::<TimestampMicrosecondType>().value(i);
             let t = chrono::DateTime::from_timestamp_micros(us).expect("valid timestamp");
