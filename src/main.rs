@@ -117,6 +117,10 @@ enum Command {
         /// Folder for q1.<ext> ... q8.<ext> instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Memory the query engine may use (MiB); sorts and aggregations spill to the temp
+        /// folder beyond it.
+        #[arg(long, default_value_t = pinpipe::report::DEFAULT_MEMORY_LIMIT >> 20)]
+        memory_limit_mb: usize,
     },
     /// Compact small files, vacuum unreferenced ones and write Delta checkpoints, on every
     /// table. Safe while `pinpipe run` appends.
@@ -245,6 +249,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             question,
             format,
             out,
+            memory_limit_mb,
         } => {
             if let Some(t) = tables {
                 cfg.tables.location = t;
@@ -252,7 +257,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.validate()?;
             let questions = pinpipe::report::select(question)?;
             let started = std::time::Instant::now();
-            let done = pinpipe::block_on_tokio(pinpipe::report::run(&cfg.tables, &questions, format, out.as_deref()))?;
+            anyhow::ensure!(memory_limit_mb >= 64, "--memory-limit-mb must be at least 64");
+            let done = pinpipe::block_on_tokio(pinpipe::report::run(
+                &cfg.tables,
+                &questions,
+                format,
+                out.as_deref(),
+                memory_limit_mb << 20,
+            ))?;
             if let Some(dir) = out {
                 let rows: Vec<String> = done.iter().map(|(q, n)| format!("{q}={n}")).collect();
                 println!(
