@@ -399,10 +399,27 @@ fn validators_reject_broken_objects() {
     let endpoints = sm["spec"]["endpoints"].take();
     sm["spec"]["endpoint"] = endpoints;
     check_crd(&sm, "servicemonitor_v1.json").expect_err("a misspelled ServiceMonitor field must fail");
+    let mut sm = one(&docs, "ServiceMonitor").clone();
+    sm["spec"]["endpoints"][0]["interval"] = Value::from("15 seconds");
+    check_crd(&sm, "servicemonitor_v1.json").expect_err("a malformed scrape interval must fail");
     let (_, aws) = build("aws");
     let mut so = one(&aws, "ScaledObject").clone();
     so["spec"]["maxReplicaCount"] = Value::from("twelve");
     check_crd(&so, "scaledobject_v1alpha1.json").expect_err("a string maxReplicaCount must fail");
+}
+
+/// The vendored CRD schemas are themselves valid JSON Schemas (k8s/schemas/README.md).
+#[test]
+fn vendored_schemas_are_valid_json_schemas() {
+    let dir = Path::new(ROOT).join("k8s/schemas");
+    let out = run(
+        Command::new(ops_bin("check-jsonschema"))
+            .arg("--check-metaschema")
+            .arg(dir.join("servicemonitor_v1.json"))
+            .arg(dir.join("scaledobject_v1alpha1.json")),
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 /// The Airflow DAG imports cleanly and declares backfill >> maintain >> report, daily, with
