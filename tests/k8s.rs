@@ -14,9 +14,15 @@ use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_pinpipe");
-/// Partitions per topic the manifests are sized for (k8s/README.md): with the default
-/// range assignor, a replica beyond this owns nothing.
-const PARTITIONS_PER_TOPIC: u64 = 12;
+/// Partitions per topic each overlay is sized for (k8s/README.md): with the default range
+/// assignor, a replica beyond this owns nothing, so it bounds maxReplicas.
+fn partitions_per_topic(overlay: &str) -> u64 {
+    match overlay {
+        "local" => 3,
+        "aws" => 12,
+        other => panic!("no documented partitions per topic for overlay {other}"),
+    }
+}
 /// The target lag per replica of the HPA and the ScaledObject.
 const TARGET_LAG: &str = "50000";
 
@@ -160,7 +166,8 @@ fn check_overlay(overlay: &str) {
             .unwrap_or_else(|e| panic!("{overlay}: {e}"));
     }
 
-    // The ConfigMap is config/k8s/<overlay>/pinpipe.toml, and pinpipe accepts it.
+    // The ConfigMap is config/k8s/<overlay>/pinpipe.toml, and pinpipe accepts what is
+    // deployed (the ConfigMap's content, written out as the pod would see it).
     let file = Path::new(ROOT).join("config/k8s").join(overlay).join("pinpipe.toml");
     let cm = one(&docs, "ConfigMap");
     let content = cm["data"]["pinpipe.toml"].as_str().unwrap();
@@ -169,13 +176,18 @@ fn check_overlay(overlay: &str) {
         std::fs::read_to_string(&file).unwrap(),
         "{overlay}: ConfigMap vs file"
     );
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&file)
-        .arg("check-config")
-        .env_remove("PINPIPE_CONFIG")
-        .output()
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let deployed = dir.path().join("pinpipe.toml");
+    std::fs::write(&deployed, content).unwrap();
+    let mut check = Command::new(BIN);
+    check.arg("--config").arg(&deployed).arg("check-config");
+    // Only the file counts: no override from the environment of whoever runs the test.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("PINPIPE_") {
+            check.env_remove(k);
+        }
+    }
+    let out = check.output().unwrap();
     assert!(out.status.success(), "{overlay}: check-config:\n{}", text(&out));
     let cfg: toml::Value = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
     let grace_ms = cfg["kafka"]["shutdown_grace_ms"].as_integer().unwrap();
@@ -235,6 +247,22 @@ fn check_overlay(overlay: &str) {
         port,
         "{overlay}: container port vs metrics.listen"
     );
+    // Non-root with a read-only root file system; /tmp is the writable scratch space.
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{overlay}");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true, "{overlay}");
+    let tmp = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/tmp")
+        .unwrap_or_else(|| panic!("{overlay}: no /tmp mount"));
+    let tmp_volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == tmp["name"])
+        .unwrap();
+    assert!(tmp_volume["emptyDir"].is_object(), "{overlay}: /tmp is not an emptyDir");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
@@ -242,6 +270,47 @@ fn check_overlay(overlay: &str) {
     }
     // The daily batch work: backfill, then maintain, then report, all on the same config.
     let crons: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "CronJob").collect();
+    assert_eq!(crons.len(), 3, "{overlay}: CronJobs");
+    assert!(
+        crons.iter().any(|c| c["metadata"]["name"] == "pinpipe-backfill"),
+        "{overlay}: no pinpipe-backfill"
+    );
+
+    // Tables in a folder (not s3://) must be on a PersistentVolumeClaim mounted in every pod
+    // that writes or reads them, else each pod has its own tables (or none: the root file
+    // system is read-only).
+    let location = cfg["tables"]["location"].as_str().unwrap();
+    if !location.contains("://") {
+        let claims: BTreeSet<&str> = docs
+            .iter()
+            .filter(|d| d["kind"] == "PersistentVolumeClaim")
+            .map(|d| d["metadata"]["name"].as_str().unwrap())
+            .collect();
+        let mut pods = vec![("Deployment".to_string(), pod)];
+        for cron in &crons {
+            pods.push((
+                cron["metadata"]["name"].to_string(),
+                &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+            ));
+        }
+        for (who, spec) in pods {
+            let claim = spec["containers"][0]["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| Path::new(location).starts_with(m["mountPath"].as_str().unwrap()))
+                .find_map(|m| {
+                    spec["volumes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|v| v["name"] == m["name"])?["persistentVolumeClaim"]["claimName"]
+                        .as_str()
+                })
+                .unwrap_or_else(|| panic!("{overlay}: {who}: tables.location {location} is on no PVC mount"));
+            assert!(claims.contains(claim), "{overlay}: {who}: no PVC {claim} in {claims:?}");
+        }
+    }
     let mut commands: Vec<(String, String)> = Vec::new();
     for cron in &crons {
         let spec = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
@@ -267,7 +336,7 @@ fn check_overlay(overlay: &str) {
 
     // Autoscaling on the lag metric, bounded by the partitions per topic.
     let replicas = dep["spec"]["replicas"].as_u64().unwrap();
-    let (min, max) = if kinds.contains("ScaledObject") {
+    let (min, max, scale_down) = if kinds.contains("ScaledObject") {
         let so = one(&docs, "ScaledObject");
         let t = &so["spec"]["triggers"][0]["metadata"];
         assert!(
@@ -279,6 +348,7 @@ fn check_overlay(overlay: &str) {
         (
             so["spec"]["minReplicaCount"].as_u64().unwrap(),
             so["spec"]["maxReplicaCount"].as_u64().unwrap(),
+            so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"].clone(),
         )
     } else {
         let hpa = one(&docs, "HorizontalPodAutoscaler");
@@ -289,11 +359,18 @@ fn check_overlay(overlay: &str) {
         (
             hpa["spec"]["minReplicas"].as_u64().unwrap(),
             hpa["spec"]["maxReplicas"].as_u64().unwrap(),
+            hpa["spec"]["behavior"]["scaleDown"].clone(),
         )
     };
+    let partitions = partitions_per_topic(overlay);
     assert!(
-        1 <= min && min <= replicas && replicas <= max && max <= PARTITIONS_PER_TOPIC,
-        "{overlay}: need 1 <= min {min} <= replicas {replicas} <= max {max} <= {PARTITIONS_PER_TOPIC}"
+        1 <= min && min <= replicas && replicas <= max && max <= partitions,
+        "{overlay}: need 1 <= min {min} <= replicas {replicas} <= max {max} <= partitions per topic {partitions}"
+    );
+    // Every scale event is a group rebalance: scale down only after a quiet window.
+    assert!(
+        scale_down["stabilizationWindowSeconds"].as_u64().unwrap_or(0) >= 300,
+        "{overlay}: scale-down stabilization: {scale_down}"
     );
 }
 
@@ -322,10 +399,27 @@ fn validators_reject_broken_objects() {
     let endpoints = sm["spec"]["endpoints"].take();
     sm["spec"]["endpoint"] = endpoints;
     check_crd(&sm, "servicemonitor_v1.json").expect_err("a misspelled ServiceMonitor field must fail");
+    let mut sm = one(&docs, "ServiceMonitor").clone();
+    sm["spec"]["endpoints"][0]["interval"] = Value::from("15 seconds");
+    check_crd(&sm, "servicemonitor_v1.json").expect_err("a malformed scrape interval must fail");
     let (_, aws) = build("aws");
     let mut so = one(&aws, "ScaledObject").clone();
     so["spec"]["maxReplicaCount"] = Value::from("twelve");
     check_crd(&so, "scaledobject_v1alpha1.json").expect_err("a string maxReplicaCount must fail");
+}
+
+/// The vendored CRD schemas are themselves valid JSON Schemas (k8s/schemas/README.md).
+#[test]
+fn vendored_schemas_are_valid_json_schemas() {
+    let dir = Path::new(ROOT).join("k8s/schemas");
+    let out = run(
+        Command::new(ops_bin("check-jsonschema"))
+            .arg("--check-metaschema")
+            .arg(dir.join("servicemonitor_v1.json"))
+            .arg(dir.join("scaledobject_v1alpha1.json")),
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 /// The Airflow DAG imports cleanly and declares backfill >> maintain >> report, daily, with
