@@ -141,26 +141,6 @@ fn pinpipe(args: &[&str], envs: &[(&str, String)]) -> std::process::Output {
     c.output().unwrap()
 }
 
-fn count_input_records(dir: &Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                n += std::fs::read_to_string(&p)
-                    .unwrap()
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .count();
-            }
-        }
-    }
-    n
-}
-
 #[test]
 fn sigkill_at_several_points_then_rerun_gives_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,7 +160,7 @@ fn sigkill_at_several_points_then_rerun_gives_exactly_once() {
         &[("PINPIPE__EMULATE__RECORDS_PER_FILE", "5000".into())],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let expected = count_input_records(&input);
+    let expected = support::count_records(&input, "");
     assert_eq!(expected, 201_000);
 
     let envs = [

@@ -46,6 +46,25 @@ fn read(tables: &Path, name: &str) -> Vec<Map<String, Value>> {
     pinpipe::block_on(support::rows::read_table(&url, HashMap::new()))
 }
 
+/// `pinpipe report --tables <tables> --format json --out <out>`; its stdout.
+fn report_json(tables: &str, out: &Path) -> String {
+    ok(
+        pinpipe(
+            &[
+                "report",
+                "--tables",
+                tables,
+                "--format",
+                "json",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        ),
+        "report",
+    )
+}
+
 fn json_file(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
 }
@@ -67,21 +86,7 @@ fn answers_match(fixture: &str, dead_letters: usize) -> (tempfile::TempDir, Stri
         .sum();
     assert_eq!(dead, dead_letters, "{fixture}: dead letters");
     let out = dir.path().join("answers");
-    let said = ok(
-        pinpipe(
-            &[
-                "report",
-                "--tables",
-                &t,
-                "--format",
-                "json",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &[],
-        ),
-        "report",
-    );
+    let said = report_json(&t, &out);
     assert!(said.starts_with("report: 9 answers"), "{said}");
     for q in ["q1", "q2", "q3a", "q3b", "q4", "q5", "q6", "q7", "q8"] {
         let got = json_file(&out.join(format!("{q}.json")));
@@ -195,21 +200,7 @@ fn report_on_a_kafka_run_of_100k_posts_agrees_with_the_rows() {
     let said = ok(pinpipe(&["demo", "--count", "100000", "--tables", t], &[]), "demo");
     assert!(said.contains("run: 300000 records"), "{said}");
     let out = dir.path().join("answers");
-    ok(
-        pinpipe(
-            &[
-                "report",
-                "--tables",
-                t,
-                "--format",
-                "json",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &[],
-        ),
-        "report",
-    );
+    report_json(t, &out);
     let (top, joined) = oracle(&tables);
     let q1 = json_file(&out.join("q1.json"));
     let q1: BTreeMap<String, (String, i64)> = q1
@@ -360,7 +351,7 @@ fn maintain_compacts_while_a_writer_appends_and_keeps_rows_and_history() {
         first_keys.is_subset(&all_keys),
         "rows committed before maintain were lost"
     );
-    let second_input = count_kind(&second, "pin");
+    let second_input = support::count_records(&second, ".pin+");
     assert_eq!(all_keys.len(), before.len() + second_input - dead(&tables, "second"));
     // Compaction after the appends too: every small file of the first input is gone.
     ok(pinpipe(&["maintain", "--tables", t], &[]), "maintain again");
@@ -378,27 +369,6 @@ fn files(tables: &Path, name: &str) -> usize {
         let t = deltalake::DeltaTable::try_from_url(url).await.unwrap();
         t.snapshot().unwrap().log_data().num_files()
     })
-}
-
-/// Records of `kind` in an emulated raw folder.
-fn count_kind(raw: &Path, kind: &str) -> usize {
-    let mut n = 0;
-    let mut stack = vec![raw.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().contains(&format!(".{kind}+")) {
-                n += std::fs::read_to_string(&p)
-                    .unwrap()
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .count();
-            }
-        }
-    }
-    n
 }
 
 /// Dead letters of pin records from the emulated input with topic prefix `prefix`.

@@ -48,6 +48,28 @@ pub fn tool(var: &str, cached: &str) -> PathBuf {
     p
 }
 
+/// Non-blank lines (records) of the files under `dir` whose path contains `name_part`
+/// ("" for every file): the input side of an exactly-once count.
+pub fn count_records(dir: &Path, name_part: &str) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().contains(name_part) {
+                n += std::fs::read_to_string(&p)
+                    .unwrap()
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .count();
+            }
+        }
+    }
+    n
+}
+
 /// The last `n` lines of a log file, for panic messages.
 pub fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"));
