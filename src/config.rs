@@ -25,6 +25,7 @@ pub struct Config {
     pub batch: BatchConfig,
     pub emulate: EmulateConfig,
     pub kafka: crate::sources::kafka::KafkaConfig,
+    pub kinesis: crate::sources::kinesis::KinesisConfig,
     pub metrics: crate::metrics::MetricsConfig,
 }
 
@@ -215,6 +216,12 @@ impl Config {
             ));
         }
         let k = &self.kafka;
+        if !k.enabled && !self.kinesis.enabled {
+            return Err(invalid(
+                "kafka.enabled",
+                "kafka.enabled and kinesis.enabled are both false: `pinpipe run` would read nothing",
+            ));
+        }
         if !["earliest", "latest"].contains(&k.auto_offset_reset.as_str()) {
             return Err(invalid(
                 "kafka.auto_offset_reset",
@@ -253,6 +260,7 @@ impl Config {
             }
         }
         self.metrics.addr().map_err(|m| invalid("metrics.listen", m))?;
+        self.kinesis.validate().map_err(|(key, m)| invalid(key, m))?;
         if k.shutdown_grace_ms < 1_000 {
             return Err(invalid(
                 "kafka.shutdown_grace_ms",

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::metrics::{self, Health};
 use crate::sink::Writers;
 use crate::sources::kafka::{self, RunStats};
+use crate::sources::kinesis;
 
 /// Totals of a run.
 #[derive(Debug, Default, Clone)]
@@ -127,15 +128,49 @@ async fn run_with(
             }
         }
     };
-    kafka::run(
-        &cfg.kafka,
-        cfg.clean.max_record_bytes,
-        writers.clone(),
-        stats.clone(),
-        health,
-        stop,
-    )
-    .await?;
+    // One stop for both sources; each drains and commits on its own. A source that fails
+    // stops the other one too.
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let wait = || {
+        let mut rx = stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let failed = |r: anyhow::Result<()>| {
+        if r.is_err() {
+            let _ = stopping.send(true);
+        }
+        r
+    };
+    let kafka = async {
+        if !cfg.kafka.enabled {
+            return Ok(());
+        }
+        let (w, s, h) = (writers.clone(), stats.clone(), health.clone());
+        let r = kafka::run(&cfg.kafka, cfg.clean.max_record_bytes, w, s, h, wait()).await;
+        failed(r.map_err(Into::into))
+    };
+    let kinesis = async {
+        if !cfg.kinesis.enabled {
+            return Ok(());
+        }
+        let (w, s, h) = (writers.clone(), stats.clone(), health.clone());
+        let r = kinesis::run(&cfg.kinesis, &cfg.tables, cfg.clean.max_record_bytes, w, s, h, wait()).await;
+        failed(r.map_err(Into::into))
+    };
+    let sources = async {
+        let (a, b) = tokio::join!(kafka, kinesis);
+        a.and(b)
+    };
+    let mut sources = std::pin::pin!(sources);
+    tokio::select! {
+        r = &mut sources => r?,
+        _ = stop => {
+            let _ = stopping.send(true);
+            sources.await?
+        }
+    }
     bar.finish_and_clear();
     Ok(RunSummary {
         records: stats.records.load(Ordering::Relaxed),

@@ -37,6 +37,7 @@ struct Cli {
 enum Target {
     Files,
     Kafka,
+    Kinesis,
 }
 
 #[derive(Subcommand)]
@@ -71,13 +72,15 @@ enum Command {
         /// Folder or s3://bucket/prefix to write to [default: batch.input].
         #[arg(long)]
         out: Option<String>,
-        /// Where posts go: raw files (`--out`) or the Kafka topics (`kafka.brokers`).
+        /// Where posts go: raw files (`--out`), the Kafka topics (`kafka.brokers`) or the
+        /// Kinesis streams (`kinesis.endpoint`/`region`, PutRecords in batches of 500).
         #[arg(long, value_enum, default_value = "files")]
         to: Target,
         #[arg(long)]
         no_progress: bool,
     },
-    /// Consume the Kafka topics into the Delta tables until SIGINT/SIGTERM.
+    /// Consume the Kafka topics and/or the Kinesis streams (`kafka.enabled`,
+    /// `kinesis.enabled`) into the Delta tables until SIGINT/SIGTERM.
     Run {
         /// Folder or s3:// URI of the tables [default: tables.location].
         #[arg(long)]
@@ -351,6 +354,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!(
                         "emulate: {count} posts, {n} records to {} in {secs:.2}s ({:.0} records/s)",
                         cfg.kafka.brokers,
+                        n as f64 / secs.max(1e-9)
+                    );
+                }
+                Target::Kinesis => {
+                    let started = std::time::Instant::now();
+                    let n = pinpipe::block_on(pinpipe::emulate::kinesis::put(
+                        &cfg.emulate,
+                        &cfg.kinesis,
+                        count,
+                        rate,
+                        !no_progress,
+                    ))?;
+                    let secs = started.elapsed().as_secs_f64();
+                    let streams: Vec<String> = cfg.kinesis.stream_map().into_keys().collect();
+                    println!(
+                        "emulate: {count} posts, {n} records to {} in {secs:.2}s ({:.0} records/s)",
+                        streams.join(","),
                         n as f64 / secs.max(1e-9)
                     );
                 }

@@ -26,6 +26,7 @@
 
 pub mod files;
 pub mod kafka;
+pub mod kinesis;
 mod words;
 
 use std::borrow::Cow;

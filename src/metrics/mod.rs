@@ -5,7 +5,7 @@
 //!
 //! Naming follows Prometheus conventions: a `pinpipe_` prefix, `_total` on counters, base
 //! units (`_seconds`, `_bytes`). Label values are bounded: `table` is one of the six table
-//! names, `source` is `kafka` (later `kinesis`), `stream`/`partition` are the assigned
+//! names, `source` is `kafka` or `kinesis`, `stream`/`partition` are the assigned
 //! topics' partitions, `reason` is a cleaning rule or a field name (never an error text),
 //! `error` is a librdkafka error code. Gauges of a released partition are removed, so a
 //! long run with rebalances does not accumulate stale series.
@@ -58,6 +58,12 @@ pub struct Metrics {
     /// `source`, `error`.
     pub source_errors: IntCounterVec,
     pub ready: IntGauge,
+    /// `stream`, `shard`: GetRecords' MillisBehindLatest (Kinesis lag).
+    pub millis_behind: IntGaugeVec,
+    /// `stream`: GetRecords calls the server throttled.
+    pub kinesis_throttles: IntCounterVec,
+    /// `event`: shard lease transitions of this process.
+    pub lease_events: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -197,6 +203,26 @@ impl Metrics {
                 &["source", "error"],
             ),
             ready,
+            millis_behind: gauge(
+                &r,
+                "pinpipe_kinesis_millis_behind_latest",
+                "How far an owned shard's reader is behind the tip of the shard (GetRecords' MillisBehindLatest)",
+                &["stream", "shard"],
+            ),
+            kinesis_throttles: counter(
+                &r,
+                "pinpipe_kinesis_throttled_calls_total",
+                "GetRecords calls refused for throughput (ProvisionedThroughputExceeded and other throttling); \
+                 each is retried after a backoff",
+                &["stream"],
+            ),
+            lease_events: counter(
+                &r,
+                "pinpipe_kinesis_lease_events_total",
+                "Shard lease transitions: taken (free or expired), stolen (asked for), handed_over, lost, \
+                 finished, released",
+                &["event"],
+            ),
             registry: r,
         }
     }
@@ -225,6 +251,11 @@ impl Metrics {
         self.owned_partitions.with_label_values(&[source]).set(0);
         self.fetch_paused_seconds.with_label_values(&[source]);
         self.fetch_pauses.with_label_values(&[source]);
+        if source == "kinesis" {
+            for e in ["taken", "stolen", "handed_over", "lost", "finished", "released"] {
+                self.lease_events.with_label_values(&[e]);
+            }
+        }
     }
 
     /// Handles on one table's series, looked up once instead of per flush.

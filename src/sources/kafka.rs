@@ -40,6 +40,8 @@ const SOURCE: &str = "kafka";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
+    /// Consume the Kafka topics in `pinpipe run`.
+    pub enabled: bool,
     pub brokers: String,
     pub group_id: String,
     /// Topics are `<topic_prefix>.pin|geo|user` unless `topics` maps them explicitly.
@@ -74,6 +76,7 @@ pub struct KafkaConfig {
 impl Default for KafkaConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             brokers: "127.0.0.1:9092".into(),
             group_id: "pinpipe".into(),
             topic_prefix: "pinpipe".into(),

@@ -2,4 +2,5 @@
 //! resumes from the positions stored in the tables and hands cleaned rows to the writers.
 pub mod batch;
 pub mod kafka;
+pub mod kinesis;
 pub mod msk_iam;
