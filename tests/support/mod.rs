@@ -4,7 +4,9 @@
 
 pub mod fixtures;
 pub mod kafka;
+pub mod kinesis;
 pub mod prometheus;
+pub mod proxy;
 pub mod rows;
 
 use std::collections::{HashMap, HashSet};

@@ -1,0 +1,528 @@
+//! The Kinesis source against a real Kinesis API server (kinesis-local, started by the
+//! harness on 127.0.0.1): exactly-once across SIGKILL, leases shared and taken over by two
+//! processes with no two readers of a shard at once, splits and merges mid-run with children
+//! after parents, and throttling that slows the reader without loss.
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use support::kafka::{assert_unique_lineage_from, Proc, Setup, BIN};
+use support::kinesis::KinesisServer;
+use support::proxy::{aws_json_error, FaultProxy};
+
+const LOG: &str = "warn,pinpipe::sources::kinesis=info";
+
+/// A config reading `streaming-<prefix>-*` at `endpoint` into local tables; Kafka off.
+fn setup(endpoint: &str, prefix: &str, metrics: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = dir.path().join("tables");
+    let config = dir.path().join("pinpipe.toml");
+    let toml = format!(
+        r#"
+[tables]
+location = "{tables}"
+checkpoint_interval = 5
+
+[writer]
+max_rows = 2000
+max_age_ms = 300
+
+[metrics]
+listen = "{metrics}"
+
+[kafka]
+enabled = false
+
+[kinesis]
+enabled = true
+stream_prefix = "{prefix}"
+endpoint = "{endpoint}"
+region = "us-east-1"
+access_key_id = "test"
+secret_access_key = "test"
+lease_ms = 2000
+shard_sync_ms = 1000
+idle_ms = 100
+min_call_interval_ms = 50
+batch_rows = 500
+batch_age_ms = 200
+workers = 2
+backoff_base_ms = 50
+backoff_max_ms = 1000
+"#,
+        tables = tables.display(),
+    );
+    std::fs::write(&config, toml).unwrap();
+    Setup {
+        dir,
+        config,
+        tables,
+        prefix: prefix.to_string(),
+    }
+}
+
+fn streams(prefix: &str) -> Vec<String> {
+    ["pin", "geo", "user"]
+        .iter()
+        .map(|k| format!("streaming-{prefix}-{k}"))
+        .collect()
+}
+
+/// `pinpipe emulate --to kinesis`: `posts` posts (3 records each) with `seed`.
+fn emulate(s: &Setup, posts: u64, seed: u64) {
+    let out = Command::new(BIN)
+        .args(["emulate", "--to", "kinesis", "--no-progress"])
+        .args(["--count", &posts.to_string(), "--seed", &seed.to_string()])
+        .env("PINPIPE_CONFIG", &s.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "emulate failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn run(s: &Setup, name: &str, worker: &str) -> Proc {
+    s.spawn_env(
+        name,
+        &["run", "--no-progress"],
+        &[
+            ("PINPIPE_LOG", LOG.to_string()),
+            ("PINPIPE__KINESIS__WORKER_ID", worker.to_string()),
+        ],
+    )
+}
+
+/// Waits until exactly `n` rows are committed, checks they stay `n` and carry no duplicate
+/// lineage key; returns the rows.
+fn exactly(s: &Setup, n: usize, procs: &mut [&mut Proc]) -> BTreeMap<String, Vec<Map<String, Value>>> {
+    s.wait_rows(n, Duration::from_secs(120), procs);
+    // Anything committed twice would show up within a couple of flushes.
+    std::thread::sleep(Duration::from_millis(1500));
+    let rows = s.rows();
+    let total: usize = rows.values().map(Vec::len).sum();
+    assert_eq!(total, n, "rows committed");
+    assert_unique_lineage_from(&rows, "kinesis");
+    rows
+}
+
+/// Owner of every lease file: `(stream, shard) -> (owner, finished)`.
+fn leases(s: &Setup) -> BTreeMap<(String, String), (Option<String>, bool)> {
+    let root = s.tables.join("_pinpipe/leases/pinpipe");
+    let mut out = BTreeMap::new();
+    for stream in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(stream.path()).unwrap().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let Some(shard) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let v: Value = serde_json::from_slice(&std::fs::read(f.path()).unwrap()).unwrap();
+            out.insert(
+                (stream.file_name().to_string_lossy().into_owned(), shard.to_string()),
+                (
+                    v["owner"].as_str().map(str::to_string),
+                    v["finished"].as_bool().unwrap_or(false),
+                ),
+            );
+        }
+    }
+    out
+}
+
+fn owned_by(s: &Setup) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for (owner, finished) in leases(s).into_values() {
+        if let (Some(o), false) = (owner, finished) {
+            *counts.entry(o).or_default() += 1;
+        }
+    }
+    counts
+}
+
+fn wait_for(what: &str, timeout: Duration, procs: &mut [&mut Proc], mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        for p in procs.iter_mut() {
+            if let Some(status) = p.child.try_wait().unwrap() {
+                panic!("{} exited with {status} waiting for {what}:\n{}", p.name, p.tail());
+            }
+        }
+        if Instant::now() > deadline {
+            let tails: Vec<String> = procs.iter().map(|p| format!("--- {}\n{}", p.name, p.tail())).collect();
+            panic!("no {what} after {timeout:?}\n{}", tails.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn exactly_once_over_four_shards_across_sigkill() {
+    let server = KinesisServer::start();
+    let s = setup(&server.endpoint(), "once", "127.0.0.1:0");
+    for stream in streams("once") {
+        server.create_stream(&stream, 4);
+    }
+    emulate(&s, 3000, 1);
+    let mut a = run(&s, "a", "a");
+    s.wait_rows(1500, Duration::from_secs(60), &mut [&mut a]);
+    a.kill();
+    let mut b = run(&s, "b", "b");
+    let rows = exactly(&s, 9000, &mut [&mut b]);
+    // Every shard was read, and positions are AWS-style sequence numbers beyond i64.
+    let shards: std::collections::BTreeSet<(&str, &str)> = rows
+        .values()
+        .flatten()
+        .map(|r| (r["_stream"].as_str().unwrap(), r["_partition"].as_str().unwrap()))
+        .collect();
+    assert_eq!(shards.len(), 12, "{shards:?}");
+    let longest = rows
+        .values()
+        .flatten()
+        .map(|r| r["_position"].as_str().unwrap().len())
+        .max()
+        .unwrap();
+    assert!(
+        longest > 19,
+        "sequence numbers of {longest} digits fit an i64: not AWS-like"
+    );
+    // b took a's leases over after they expired.
+    assert!(b.log_text().contains("from=Some(\"a\")"), "{}", b.tail());
+    // SIGTERM: drained, committed, leases written free.
+    assert!(b.terminate(Duration::from_secs(20)).success(), "{}", b.tail());
+    assert!(
+        owned_by(&s).is_empty(),
+        "leases still held after a clean exit: {:?}",
+        leases(&s)
+    );
+}
+
+/// `[start, end]` of each shard actor's life in a process log; an actor still running when
+/// the process died ends at `died`.
+type Interval = ((String, String), DateTime<Utc>, DateTime<Utc>);
+
+fn reading_intervals(log: &str, died: DateTime<Utc>) -> Vec<Interval> {
+    let field = |line: &str, name: &str| {
+        let at = line.find(&format!(" {name}="))? + name.len() + 2;
+        Some(line[at..].split_whitespace().next()?.to_string())
+    };
+    let mut open = HashMap::new();
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let Some(ts) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Ok(ts) = DateTime::parse_from_rfc3339(ts) else {
+            continue;
+        };
+        let ts = ts.with_timezone(&Utc);
+        let (Some(stream), Some(shard)) = (field(line, "stream"), field(line, "shard")) else {
+            continue;
+        };
+        if line.contains("shard actor starting") {
+            open.insert((stream, shard), ts);
+        } else if line.contains("shard actor stopped") {
+            let key = (stream, shard);
+            let start = open.remove(&key).unwrap_or_else(|| {
+                let related: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains(&format!("shard={}", key.1)))
+                    .collect();
+                panic!("{key:?} stopped before it started:\n{}", related.join("\n"))
+            });
+            out.push((key, start, ts));
+        }
+    }
+    out.extend(open.into_iter().map(|(k, start)| (k, start, died)));
+    out
+}
+
+#[test]
+fn two_processes_share_shards_and_take_over_a_dead_one() {
+    let server = KinesisServer::start();
+    let s = setup(&server.endpoint(), "share", "127.0.0.1:0");
+    for stream in streams("share") {
+        server.create_stream(&stream, 4);
+    }
+    emulate(&s, 2000, 1);
+    let mut a = run(&s, "a", "a");
+    let mut b = run(&s, "b", "b");
+    // The 12 leases split evenly (b asks a for shards until 6/6).
+    wait_for("an even split", Duration::from_secs(60), &mut [&mut a, &mut b], || {
+        owned_by(&s) == BTreeMap::from([("a".to_string(), 6), ("b".to_string(), 6)])
+    });
+    emulate(&s, 2000, 2);
+    b.kill();
+    let b_died = Utc::now();
+    emulate(&s, 1000, 3);
+    exactly(&s, 15_000, &mut [&mut a]);
+    assert_eq!(owned_by(&s), BTreeMap::from([("a".to_string(), 12)]));
+    let a_log = a.log_text();
+    assert!(
+        a_log.contains("from=Some(\"b\")"),
+        "a never took b's expired leases:\n{}",
+        a.tail()
+    );
+    assert!(a.terminate(Duration::from_secs(20)).success(), "{}", a.tail());
+    let a_end = Utc::now();
+    // Never two readers of one shard at once.
+    let ia = reading_intervals(&a_log, a_end);
+    let ib = reading_intervals(&b.log_text(), b_died);
+    assert!(ib.len() >= 6, "b read {} shards", ib.len());
+    for (ka, sa, ea) in &ia {
+        for (kb, sb, eb) in ib.iter().filter(|(kb, _, _)| kb == ka) {
+            assert!(
+                ea <= sb || eb <= sa,
+                "{ka:?} read by a {sa}..{ea} and by b {sb}..{eb} at once"
+            );
+            let _ = kb;
+        }
+    }
+}
+
+fn micros(r: &Map<String, Value>) -> i64 {
+    match &r["_ingested_at"] {
+        Value::Number(n) => n.as_i64().unwrap(),
+        Value::String(t) => DateTime::parse_from_rfc3339(t).unwrap().timestamp_micros(),
+        other => panic!("_ingested_at {other:?}"),
+    }
+}
+
+#[test]
+fn split_and_merge_mid_run_children_after_parents() {
+    let server = KinesisServer::start();
+    let s = setup(&server.endpoint(), "reshard", "127.0.0.1:0");
+    let [pin, geo, user] = <[String; 3]>::try_from(streams("reshard")).unwrap();
+    server.create_stream(&pin, 4);
+    server.create_stream(&geo, 1);
+    server.create_stream(&user, 1);
+    emulate(&s, 1500, 1);
+    let mut a = run(&s, "a", "a");
+    s.wait_rows(4500, Duration::from_secs(60), &mut [&mut a]);
+    let before: Vec<String> = server
+        .shards(&pin)
+        .iter()
+        .map(|s| s["ShardId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(before.len(), 4);
+    // Records put between the reshards land in parents and then in children.
+    emulate(&s, 500, 2);
+    server.split_shard(&pin, &before[0]);
+    emulate(&s, 500, 3);
+    server.merge_shards(&pin, &before[2], &before[3]);
+    emulate(&s, 1000, 4);
+    let rows = exactly(&s, 10_500, &mut [&mut a]);
+    // Children: every shard with a parent. Each child's first row was ingested after the
+    // last row of each of its parents.
+    let shards = server.shards(&pin);
+    let children: Vec<(String, Vec<String>)> = shards
+        .iter()
+        .filter_map(|sh| {
+            let parents: Vec<String> = ["ParentShardId", "AdjacentParentShardId"]
+                .iter()
+                .filter_map(|k| sh.get(*k).and_then(Value::as_str).map(str::to_string))
+                .collect();
+            (!parents.is_empty()).then(|| (sh["ShardId"].as_str().unwrap().to_string(), parents))
+        })
+        .collect();
+    assert_eq!(children.len(), 3, "2 from the split, 1 from the merge: {shards:?}");
+    let by_shard = |id: &str| -> Vec<i64> {
+        rows["pin"]
+            .iter()
+            .chain(&rows["pin_dead_letter"])
+            .filter(|r| r["_partition"] == id)
+            .map(micros)
+            .collect()
+    };
+    for (child, parents) in &children {
+        let c = by_shard(child);
+        assert!(!c.is_empty(), "child {child} got no rows");
+        let first = *c.iter().min().unwrap();
+        for p in parents {
+            let last = by_shard(p).into_iter().max().expect("parent rows");
+            assert!(
+                first >= last,
+                "child {child} started ({first}) before parent {p} ended ({last})"
+            );
+        }
+    }
+    let l = leases(&s);
+    for p in [&before[0], &before[2], &before[3]] {
+        assert!(l[&(pin.clone(), p.clone())].1, "parent {p} not finished: {l:?}");
+    }
+    assert!(a.terminate(Duration::from_secs(20)).success(), "{}", a.tail());
+}
+
+fn scrape(port: u16) -> String {
+    support::http(port, "GET", "/metrics", &[], b"").unwrap().1
+}
+
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn throttling_slows_the_reader_without_loss() {
+    let server = KinesisServer::start();
+    // Two of every three GetRecords calls are refused, as AWS does past 5 calls/s/shard.
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let proxy = FaultProxy::start(
+        server.port,
+        Arc::new(move |r| {
+            if r.header("x-amz-target") != Some("Kinesis_20131202.GetRecords") {
+                return None;
+            }
+            (!c.fetch_add(1, Ordering::Relaxed).is_multiple_of(3)).then(|| {
+                aws_json_error(
+                    400,
+                    "ProvisionedThroughputExceededException",
+                    "Rate exceeded for shard in stream under account 000000000000.",
+                )
+            })
+        }),
+    );
+    let port = support::free_port();
+    let s = setup(&proxy.endpoint(), "throttle", &format!("127.0.0.1:{port}"));
+    for stream in streams("throttle") {
+        server.create_stream(&stream, 2);
+    }
+    emulate(&s, 1000, 1);
+    let mut a = run(&s, "a", "a");
+    exactly(&s, 3000, &mut [&mut a]);
+    let text = scrape(port);
+    let throttled = metric_sum(&text, "pinpipe_kinesis_throttled_calls_total");
+    let injected = proxy.injected.load(Ordering::Relaxed) as f64;
+    assert!(injected >= 10.0, "only {injected} throttles injected");
+    assert!(
+        throttled >= 1.0 && throttled <= injected,
+        "pinpipe counted {throttled} throttled calls, the proxy refused {injected}"
+    );
+    assert!(
+        text.contains(
+            "pinpipe_source_errors_total{error=\"ProvisionedThroughputExceededException\",source=\"kinesis\"}"
+        ),
+        "{text}"
+    );
+    assert!(metric_sum(&text, "pinpipe_kinesis_millis_behind_latest") >= 0.0);
+    assert!(
+        text.contains("pinpipe_owned_partitions{source=\"kinesis\"} 6"),
+        "{text}"
+    );
+    // Every Kinesis metric the dashboard plots exists on a live Kinesis run (tests/ops.rs
+    // runs the dashboard's queries against a Kafka-only run, where they cannot).
+    let dashboard = std::fs::read_to_string("grafana/dashboards/pinpipe.json").unwrap();
+    let names: std::collections::BTreeSet<&str> = dashboard
+        .match_indices("pinpipe_kinesis_")
+        .map(|(i, _)| {
+            let rest = &dashboard[i..];
+            &rest[..rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len())]
+        })
+        .collect();
+    assert!(names.len() >= 3, "{names:?}");
+    for n in names {
+        assert!(
+            text.contains(&format!("\n{n}{{")),
+            "{n} plotted but not exported:\n{text}"
+        );
+    }
+    assert!(a.terminate(Duration::from_secs(20)).success(), "{}", a.tail());
+}
+
+#[test]
+fn a_missing_stream_is_a_clear_error() {
+    let server = KinesisServer::start();
+    let s = setup(&server.endpoint(), "absent", "127.0.0.1:0");
+    let mut a = run(&s, "a", "a");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = a.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "run did not fail:\n{}", a.tail());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let log = a.log_text();
+    assert!(
+        log.contains("kinesis stream streaming-absent-") && log.contains("ResourceNotFoundException"),
+        "{log}"
+    );
+}
+
+#[test]
+fn s3_leases_are_compare_and_set_on_the_etag() {
+    let s3 = support::S3Server::start();
+    s3.create_bucket("leases");
+    let tables = pinpipe::sink::TablesConfig {
+        location: "s3://leases/tables".into(),
+        endpoint: Some(s3.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        allow_http: true,
+        path_style: true,
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        ..Default::default()
+    };
+    use pinpipe::sources::kinesis::lease::{Lease, LeaseStore, Written};
+    pinpipe::block_on_tokio(async {
+        let store = Arc::new(LeaseStore::open(&tables, "app").unwrap());
+        let mine = Lease {
+            owner: Some("a".into()),
+            counter: 1,
+            ..Default::default()
+        };
+        let Written::Ok(t1) = store.write("s", "shardId-0", &mine, None).await.unwrap() else {
+            panic!("first create must win")
+        };
+        assert_eq!(
+            store.write("s", "shardId-0", &mine, None).await.unwrap(),
+            Written::Conflict
+        );
+        let renewed = Lease {
+            counter: 2,
+            ..mine.clone()
+        };
+        let Written::Ok(t2) = store.write("s", "shardId-0", &renewed, Some(&t1)).await.unwrap() else {
+            panic!("renewal on the current ETag must win")
+        };
+        assert_eq!(
+            store.write("s", "shardId-0", &mine, Some(&t1)).await.unwrap(),
+            Written::Conflict
+        );
+        let (read, tag) = store.read("s", "shardId-0").await.unwrap().unwrap();
+        assert_eq!((read, tag), (renewed, t2.clone()));
+        // Eight takers race on one version: exactly one wins.
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let (store, t) = (store.clone(), t2.clone());
+                tokio::spawn(async move {
+                    let l = Lease {
+                        owner: Some(format!("p{i}")),
+                        counter: 3,
+                        ..Default::default()
+                    };
+                    store.write("s", "shardId-0", &l, Some(&t)).await.unwrap()
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for t in tasks {
+            wins += matches!(t.await.unwrap(), Written::Ok(_)) as usize;
+        }
+        assert_eq!(wins, 1);
+    });
+}
