@@ -27,6 +27,7 @@ pub struct Config {
     pub kafka: crate::sources::kafka::KafkaConfig,
     pub kinesis: crate::sources::kinesis::KinesisConfig,
     pub metrics: crate::metrics::MetricsConfig,
+    pub gateway: crate::gateway::GatewayConfig,
 }
 
 /// `[clean]`: limits of per-record cleaning.
@@ -261,6 +262,7 @@ impl Config {
         }
         self.metrics.addr().map_err(|m| invalid("metrics.listen", m))?;
         self.kinesis.validate().map_err(|(key, m)| invalid(key, m))?;
+        self.gateway.validate().map_err(|(key, m)| invalid(key, m))?;
         if k.shutdown_grace_ms < 1_000 {
             return Err(invalid(
                 "kafka.shutdown_grace_ms",

@@ -16,6 +16,7 @@ pub mod clean;
 pub mod config;
 pub mod demo;
 pub mod emulate;
+pub mod gateway;
 pub mod maintain;
 pub mod metrics;
 pub mod report;

@@ -64,6 +64,15 @@ pub struct Metrics {
     pub kinesis_throttles: IntCounterVec,
     /// `event`: shard lease transitions of this process.
     pub lease_events: IntCounterVec,
+    /// `route` (a route pattern), `status` (the HTTP code): requests the gateway answered.
+    pub gateway_requests: IntCounterVec,
+    /// `sink` (`kafka`, `kinesis`): from a request's first send to its last acknowledgement.
+    pub gateway_produce_duration: HistogramVec,
+    /// `sink`, `outcome` (`acked`, `failed`): records the gateway tried to produce.
+    pub gateway_records: IntCounterVec,
+    /// Records sent by the gateway and not acknowledged yet (bounded by
+    /// `gateway.max_inflight_records`).
+    pub gateway_inflight: IntGauge,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -223,6 +232,33 @@ impl Metrics {
                  finished, released",
                 &["event"],
             ),
+            gateway_requests: counter(
+                &r,
+                "pinpipe_gateway_requests_total",
+                "Requests the gateway answered, by route pattern and HTTP status",
+                &["route", "status"],
+            ),
+            gateway_produce_duration: histogram(
+                &r,
+                "pinpipe_gateway_produce_duration_seconds",
+                "Gateway: from a request's first send to the broker's last acknowledgement",
+                &["sink"],
+            ),
+            gateway_records: counter(
+                &r,
+                "pinpipe_gateway_records_total",
+                "Records the gateway produced (acked) or could not (failed)",
+                &["sink", "outcome"],
+            ),
+            gateway_inflight: {
+                let g = IntGauge::new(
+                    "pinpipe_gateway_inflight_records",
+                    "Records the gateway sent and the broker has not acknowledged yet",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("metric registered once");
+                g
+            },
             registry: r,
         }
     }
