@@ -38,6 +38,7 @@ enum Target {
     Files,
     Kafka,
     Kinesis,
+    Gateway,
 }
 
 #[derive(Subcommand)]
@@ -72,10 +73,23 @@ enum Command {
         /// Folder or s3://bucket/prefix to write to [default: batch.input].
         #[arg(long)]
         out: Option<String>,
-        /// Where posts go: raw files (`--out`), the Kafka topics (`kafka.brokers`) or the
-        /// Kinesis streams (`kinesis.endpoint`/`region`, PutRecords in batches of 500).
+        /// Where posts go: raw files (`--out`), the Kafka topics (`kafka.brokers`), the
+        /// Kinesis streams (`kinesis.endpoint`/`region`, PutRecords in batches of 500), or a
+        /// `pinpipe gateway` at `--url` (one request per record, the seed's shapes).
         #[arg(long, value_enum, default_value = "files")]
         to: Target,
+        /// Base URL of the gateway (`--to gateway`), e.g. http://127.0.0.1:8082.
+        #[arg(long, required_if_eq("to", "gateway"))]
+        url: Option<String>,
+        /// The gateway API to post to (`--to gateway`).
+        #[arg(long, value_enum, default_value = "kafka")]
+        api: pinpipe::emulate::gateway::GatewayApi,
+        /// Bearer token for the gateway.
+        #[arg(long, env = "PINPIPE_GATEWAY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Requests in flight at once (`--to gateway`).
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
         #[arg(long)]
         no_progress: bool,
     },
@@ -144,6 +158,13 @@ enum Command {
         no_vacuum: bool,
         #[arg(long)]
         no_checkpoint: bool,
+    },
+    /// Serve the ingest gateway (Kafka REST proxy v2 and Kinesis-style routes) on
+    /// `gateway.listen` until SIGINT/SIGTERM.
+    Gateway {
+        /// host:port to listen on [default: gateway.listen].
+        #[arg(long)]
+        listen: Option<String>,
     },
     /// Load and validate the configuration, then print it.
     CheckConfig,
@@ -310,12 +331,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Gateway { listen } => {
+            if let Some(l) = listen {
+                cfg.gateway.listen = l;
+            }
+            cfg.validate()?;
+            pinpipe::block_on(pinpipe::gateway::run(&cfg))?;
+            Ok(())
+        }
         Command::Emulate {
             count,
             rate,
             seed,
             out,
             to,
+            url,
+            api,
+            token,
+            concurrency,
             no_progress,
         } => {
             if let Some(s) = seed {
@@ -355,6 +388,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         "emulate: {count} posts, {n} records to {} in {secs:.2}s ({:.0} records/s)",
                         cfg.kafka.brokers,
                         n as f64 / secs.max(1e-9)
+                    );
+                }
+                Target::Gateway => {
+                    use pinpipe::emulate::gateway::{GatewayApi, GatewayTarget};
+                    anyhow::ensure!((1..=1024).contains(&concurrency), "--concurrency must be in 1..=1024");
+                    let pick = |map: std::collections::BTreeMap<String, Kind>, what: &str| {
+                        Kind::ALL.map(|k| {
+                            let name = map.iter().find(|(_, v)| **v == k).map(|(n, _)| n.clone());
+                            name.map(|n| (k, n))
+                                .ok_or_else(|| anyhow::anyhow!("no {what} maps to kind {k}"))
+                        })
+                    };
+                    let names = match api {
+                        GatewayApi::Kafka => pick(cfg.kafka.topic_map(), "topic in [kafka.topics]"),
+                        GatewayApi::Kinesis => pick(cfg.kinesis.stream_map(), "stream in [kinesis.streams]"),
+                    };
+                    let [a, b, c] = names;
+                    let target = GatewayTarget {
+                        url: url.unwrap_or_default(),
+                        api,
+                        token,
+                        concurrency,
+                        names: [a?, b?, c?],
+                    };
+                    let started = std::time::Instant::now();
+                    let s = pinpipe::block_on(pinpipe::emulate::gateway::post(
+                        &cfg.emulate,
+                        &target,
+                        count,
+                        rate,
+                        !no_progress,
+                    ))?;
+                    let secs = started.elapsed().as_secs_f64();
+                    println!(
+                        "emulate: {count} posts, {} records acknowledged by {} in {secs:.2}s ({:.0} records/s), \
+                         {} refused as malformed (400/422), {} retried requests",
+                        s.acked,
+                        target.url,
+                        s.acked as f64 / secs.max(1e-9),
+                        s.refused,
+                        s.retries
                     );
                 }
                 Target::Kinesis => {

@@ -25,6 +25,7 @@
 //! Lines files of posts split back into the same records.
 
 pub mod files;
+pub mod gateway;
 pub mod kafka;
 pub mod kinesis;
 mod words;
