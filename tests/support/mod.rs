@@ -98,6 +98,17 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<(u16, String)> {
+    http_with_head(port, method, path, headers, body).map(|(code, _, body)| (code, body))
+}
+
+/// [`http`], also returning the response head (status line and headers).
+pub fn http_with_head(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut req = format!(
@@ -120,7 +131,7 @@ pub fn http(
         .lines()
         .any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
     let body = if chunked { dechunk(body) } else { body.to_vec() };
-    Ok((code, String::from_utf8_lossy(&body).into_owned()))
+    Ok((code, head, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// The body of a `Transfer-Encoding: chunked` response (Go servers such as Prometheus
