@@ -396,7 +396,14 @@ impl Coordinator {
             let (owner, steal_pending) = match current {
                 None => (None, false),
                 Some((lease, _)) => {
-                    let owner = match lease.owner.as_deref() {
+                    // A lease handed over is free but reserved for the asker until it expires
+                    // like any lease: without this the giver, seeing it free in the same round,
+                    // would take it straight back (a livelock when the asker holds nothing yet).
+                    let holder = lease
+                        .owner
+                        .as_deref()
+                        .or_else(|| lease.steal_for.as_deref().filter(|asker| *asker != self.me));
+                    let owner = match holder {
                         None => None,
                         Some(o) if o == self.me => self.owned.contains_key(key).then(|| o.to_string()),
                         Some(o) => {
