@@ -227,6 +227,68 @@ async fn topic_route(
     resp
 }
 
+/// What [`admit`] checks a request against.
+struct Admit<'a> {
+    /// `Topic` or `Stream`, for messages.
+    what: &'static str,
+    name: &'a str,
+    allowed: &'a BTreeSet<String>,
+    /// Why this side of the gateway is off, when it is.
+    disabled: Option<&'static str>,
+    content_types: &'a [&'a str],
+}
+
+/// The checks every produce route shares, cheapest first: authentication, the side being
+/// on, the allow-list, the content type; then the body, within the size limit.
+async fn admit(req: &HttpRequest, payload: web::Payload, st: &State, a: Admit<'_>) -> Result<web::BytesMut, Reject> {
+    st.authenticate(req)?;
+    if let Some(why) = a.disabled {
+        return Err(missing(a.what, a.name, &format!(": {why}")));
+    }
+    if !a.allowed.contains(a.name) {
+        return Err(missing(a.what, a.name, ""));
+    }
+    if !content_type_is(req, a.content_types) {
+        return Err(reject(
+            415,
+            415,
+            "UnsupportedMediaTypeException",
+            format!(
+                "HTTP 415 Unsupported Media Type: use Content-Type: {}",
+                a.content_types[0]
+            ),
+        ));
+    }
+    read_body(req, payload, st.cfg.max_body_bytes).await
+}
+
+/// The REST proxy's 40401 / Kinesis' ResourceNotFoundException.
+fn missing(what: &str, name: &str, why: &str) -> Reject {
+    reject(
+        404,
+        40401,
+        "ResourceNotFoundException",
+        format!("{what} {name} not found{why}"),
+    )
+}
+
+/// The answer when every record failed: 404 for an unknown topic/stream, 503 when worth a
+/// retry, 500 otherwise.
+fn all_failed_reject(f: &Failure, broker: &str, not_found: Reject, retry_after: u64) -> Reject {
+    if f.unknown_topic {
+        not_found
+    } else if f.retriable {
+        Reject::unavailable(format!("{broker} did not acknowledge: {}", f.message), retry_after)
+    } else {
+        reject(
+            500,
+            50002,
+            "InternalFailure",
+            format!("{broker} refused the records: {}", f.message),
+        )
+    }
+}
+
 type Refusal = (Reject, Option<serde_json::Value>);
 
 async fn produce_kafka(
@@ -235,43 +297,25 @@ async fn produce_kafka(
     payload: web::Payload,
     st: &State,
 ) -> Result<HttpResponse, Refusal> {
-    st.authenticate(req).map_err(|r| (r, None))?;
-    let not_found = || {
-        reject(
-            404,
-            40401,
-            "ResourceNotFoundException",
-            format!("Topic {topic} not found"),
-        )
-    };
-    let Some(sink) = &st.kafka else {
-        return Err((
-            reject(
-                404,
-                40401,
-                "ResourceNotFoundException",
-                format!("Topic {topic} not found: this gateway does not produce to Kafka (kafka.enabled = false)"),
-            ),
-            None,
-        ));
-    };
-    if !st.topics.contains(topic) {
-        return Err((not_found(), None));
-    }
-    if !content_type_is(req, &[KAFKA_JSON]) {
-        return Err((
-            reject(
-                415,
-                415,
-                "UnsupportedMediaTypeException",
-                format!("HTTP 415 Unsupported Media Type: use Content-Type: {KAFKA_JSON}"),
-            ),
-            None,
-        ));
-    }
-    let bytes = read_body(req, payload, st.cfg.max_body_bytes)
-        .await
-        .map_err(|r| (r, None))?;
+    let not_found = || missing("Topic", topic, "");
+    let sink = st.kafka.as_ref();
+    let bytes = admit(
+        req,
+        payload,
+        st,
+        Admit {
+            what: "Topic",
+            name: topic,
+            allowed: &st.topics,
+            disabled: sink
+                .is_none()
+                .then_some("this gateway does not produce to Kafka (kafka.enabled = false)"),
+            content_types: &[KAFKA_JSON],
+        },
+    )
+    .await
+    .map_err(|r| (r, None))?;
+    let sink = sink.expect("admit checked the sink is on");
     let records = body::kafka(&bytes).map_err(|e| (body_error(e), None))?;
     check_count(records.len(), st).map_err(|r| (r, None))?;
     for (i, r) in records.iter().enumerate() {
@@ -302,21 +346,7 @@ async fn produce_kafka(
     match all_failed(results.iter().map(|r| r.as_ref().err())) {
         None => Ok(HttpResponse::Ok().content_type(KAFKA_RESPONSE).body(body.to_string())),
         Some(f) => {
-            let rej = if f.unknown_topic {
-                not_found()
-            } else if f.retriable {
-                Reject::unavailable(
-                    format!("Kafka did not acknowledge: {}", f.message),
-                    st.cfg.retry_after_s,
-                )
-            } else {
-                reject(
-                    500,
-                    50002,
-                    "InternalFailure",
-                    format!("Kafka refused the records: {}", f.message),
-                )
-            };
+            let rej = all_failed_reject(f, "Kafka", not_found(), st.cfg.retry_after_s);
             Err((rej, Some(json!({"offsets": body["offsets"]}))))
         }
     }
@@ -411,43 +441,25 @@ async fn put_kinesis(
     st: &State,
     many: bool,
 ) -> Result<HttpResponse, Refusal> {
-    st.authenticate(req).map_err(|r| (r, None))?;
-    let not_found = || {
-        reject(
-            404,
-            40401,
-            "ResourceNotFoundException",
-            format!("Stream {stream} not found"),
-        )
-    };
-    let Some(client) = &st.kinesis else {
-        return Err((
-            reject(
-                404,
-                40401,
-                "ResourceNotFoundException",
-                format!("Stream {stream} not found: this gateway does not put to Kinesis (kinesis.enabled = false)"),
-            ),
-            None,
-        ));
-    };
-    if !st.streams.contains(stream) {
-        return Err((not_found(), None));
-    }
-    if !content_type_is(req, &["application/json", "application/x-amz-json-1.1"]) {
-        return Err((
-            reject(
-                415,
-                415,
-                "UnsupportedMediaTypeException",
-                "HTTP 415 Unsupported Media Type: use Content-Type: application/json",
-            ),
-            None,
-        ));
-    }
-    let bytes = read_body(req, payload, st.cfg.max_body_bytes)
-        .await
-        .map_err(|r| (r, None))?;
+    let not_found = || missing("Stream", stream, "");
+    let client = st.kinesis.as_ref();
+    let bytes = admit(
+        req,
+        payload,
+        st,
+        Admit {
+            what: "Stream",
+            name: stream,
+            allowed: &st.streams,
+            disabled: client
+                .is_none()
+                .then_some("this gateway does not put to Kinesis (kinesis.enabled = false)"),
+            content_types: &["application/json", "application/x-amz-json-1.1"],
+        },
+    )
+    .await
+    .map_err(|r| (r, None))?;
+    let client = client.expect("admit checked the client is on");
     let parsed = if many {
         body::kinesis_records(&bytes)
     } else {
@@ -483,22 +495,13 @@ async fn put_kinesis(
     )
     .await;
     if let Some(f) = all_failed(results.iter().map(|r| r.as_ref().err().map(|p| &p.failure))) {
-        let rej = if f.unknown_topic {
-            not_found()
-        } else if f.retriable {
-            Reject::unavailable(format!("Kinesis did not accept: {}", f.message), st.cfg.retry_after_s)
-        } else {
-            let code = results[0].as_ref().err().map_or("InternalFailure", |p| p.code.as_str());
-            Reject {
-                kind: "InternalFailure",
-                ..reject(
-                    500,
-                    50002,
-                    "InternalFailure",
-                    format!("Kinesis refused the records: {code}: {}", f.message),
-                )
-            }
+        // Kinesis' error type leads the message (the per-record answers carry it apart).
+        let code = results[0].as_ref().err().map_or("InternalFailure", |p| p.code.as_str());
+        let f = Failure {
+            message: format!("{code}: {}", f.message),
+            ..f.clone()
         };
+        let rej = all_failed_reject(&f, "Kinesis", not_found(), st.cfg.retry_after_s);
         return Err((rej, None));
     }
     let body = if many {
