@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use super::{EmulatorConfig, Generator};
+use super::Generator;
 use crate::clean::Kind;
 use crate::config::EmulateConfig;
 use crate::sink::TablesConfig;
@@ -77,11 +76,7 @@ pub async fn write(
     progress: bool,
 ) -> Result<EmulateSummary, FilesError> {
     let (store, prefix) = open_output(out, tables)?;
-    let mut gen = Generator::new(EmulatorConfig {
-        seed: cfg.seed,
-        invalid_share: cfg.invalid_share,
-        index_pool: cfg.index_pool,
-    })?;
+    let mut gen = Generator::from_config(cfg)?;
     let parts = cfg.partitions as usize;
     let mut files: Vec<Vec<OpenFile>> = (0..3)
         .map(|_| {
@@ -94,17 +89,7 @@ pub async fn write(
                 .collect()
         })
         .collect();
-    let bar = if progress {
-        ProgressBar::new(count)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} posts ({per_sec}, eta {eta})",
-        )
-        .expect("static template"),
-    );
+    let bar = super::posts_bar(count, progress);
     let started = Instant::now();
     let mut summary = EmulateSummary {
         out: out.to_string(),

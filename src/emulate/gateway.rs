@@ -15,10 +15,9 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 
-use super::{EmulatorConfig, Generator};
+use super::Generator;
 use crate::clean::Kind;
 use crate::config::EmulateConfig;
 
@@ -91,20 +90,8 @@ pub async fn post(
         .timeout(Duration::from_secs(60))
         .build()
         .map_err(GatewayPostError::Client)?;
-    let mut gen = Generator::new(EmulatorConfig {
-        seed: cfg.seed,
-        invalid_share: cfg.invalid_share,
-        index_pool: cfg.index_pool,
-    })?;
-    let bar = if progress {
-        ProgressBar::new(count)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} posts ({per_sec})")
-            .expect("static template"),
-    );
+    let mut gen = Generator::from_config(cfg)?;
+    let bar = super::posts_bar(count, progress);
     let started = Instant::now();
     let names = target.names.clone();
     let api = target.api;

@@ -3,11 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use super::{EmulatorConfig, Generator};
+use super::Generator;
 use crate::clean::Kind;
 use crate::config::EmulateConfig;
 use crate::sources::kafka::{KafkaConfig, RunStats};
@@ -41,11 +40,7 @@ pub async fn produce(
         .set("acks", "all")
         .set("linger.ms", "5")
         .create_with_context(AuthContext::new(kafka))?;
-    let mut gen = Generator::new(EmulatorConfig {
-        seed: cfg.seed,
-        invalid_share: cfg.invalid_share,
-        index_pool: cfg.index_pool,
-    })?;
+    let mut gen = Generator::from_config(cfg)?;
     let map = kafka.topic_map();
     let topics: Vec<(Kind, String)> = Kind::ALL
         .iter()
@@ -54,15 +49,7 @@ pub async fn produce(
             topic.map(|t| (*k, t)).ok_or(ProduceError::NoTopic(*k))
         })
         .collect::<Result<_, _>>()?;
-    let bar = if progress {
-        ProgressBar::new(count)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} posts ({per_sec})")
-            .expect("static template"),
-    );
+    let bar = super::posts_bar(count, progress);
     let started = Instant::now();
     let mut pending = futures::stream::FuturesOrdered::new();
     let mut produced = 0u64;

@@ -13,9 +13,8 @@ use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_kinesis::Client;
-use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{EmulatorConfig, Generator};
+use super::Generator;
 use crate::clean::Kind;
 use crate::config::EmulateConfig;
 use crate::sources::kinesis::KinesisConfig;
@@ -57,11 +56,7 @@ pub async fn put(
     progress: bool,
 ) -> Result<u64, PutError> {
     let client = crate::sources::kinesis::client(kinesis).await;
-    let mut gen = Generator::new(EmulatorConfig {
-        seed: cfg.seed,
-        invalid_share: cfg.invalid_share,
-        index_pool: cfg.index_pool,
-    })?;
+    let mut gen = Generator::from_config(cfg)?;
     let map = kinesis.stream_map();
     let mut batches: Vec<(Kind, Batch)> = Kind::ALL
         .iter()
@@ -81,15 +76,7 @@ pub async fn put(
                 .ok_or(PutError::NoStream(*k))
         })
         .collect::<Result<_, _>>()?;
-    let bar = if progress {
-        ProgressBar::new(count)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} posts ({per_sec})")
-            .expect("static template"),
-    );
+    let bar = super::posts_bar(count, progress);
     let started = Instant::now();
     let mut put = 0u64;
     for n in 0..count {
@@ -161,15 +148,7 @@ async fn send(client: &Client, b: &mut Batch) -> Result<u64, PutError> {
             }
             Err(e) => {
                 let code = e.code().unwrap_or("Dispatch").to_string();
-                let retry = matches!(
-                    code.as_str(),
-                    "ProvisionedThroughputExceededException"
-                        | "LimitExceededException"
-                        | "InternalFailure"
-                        | "ServiceUnavailable"
-                        | "ThrottlingException"
-                        | "Dispatch"
-                );
+                let retry = crate::sources::kinesis::put_retriable(&code);
                 if !retry {
                     return Err(PutError::Put {
                         stream: b.stream.clone(),
@@ -189,13 +168,8 @@ async fn send(client: &Client, b: &mut Batch) -> Result<u64, PutError> {
                 code,
             });
         }
-        let cap = (50u64 << attempt.min(7)).min(3_000);
-        let jitter = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos() as u64)
-            % (cap / 2 + 1);
         tracing::debug!(stream = %b.stream, %code, left = entries.len(), attempt, "PutRecords retry");
-        tokio::time::sleep(Duration::from_millis(cap / 2 + jitter)).await;
+        tokio::time::sleep(crate::sources::kinesis::put_backoff(attempt, 50, 3_000)).await;
     }
     Ok(total)
 }

@@ -86,6 +86,22 @@ impl Post {
     }
 }
 
+/// The progress bar of an emulator run, counting posts (hidden when `progress` is off).
+pub(crate) fn posts_bar(count: u64, progress: bool) -> indicatif::ProgressBar {
+    let bar = if progress {
+        indicatif::ProgressBar::new(count)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} posts ({per_sec}, eta {eta})",
+        )
+        .expect("static template"),
+    );
+    bar
+}
+
 /// Pools up to this size keep each index's rendered records (about 720 bytes an index):
 /// repeated posts are then copies, several times faster than rendering again.
 const CACHE_MAX_POOL: u64 = 1 << 16;
@@ -99,6 +115,15 @@ pub struct Generator {
 }
 
 impl Generator {
+    /// A generator with the `[emulate]` section's seed, invalid share and index pool.
+    pub fn from_config(cfg: &crate::config::EmulateConfig) -> Result<Self, EmulateError> {
+        Self::new(EmulatorConfig {
+            seed: cfg.seed,
+            invalid_share: cfg.invalid_share,
+            index_pool: cfg.index_pool,
+        })
+    }
+
     pub fn new(cfg: EmulatorConfig) -> Result<Self, EmulateError> {
         let bad = |field, reason: String| Err(EmulateError::InvalidConfig { field, reason });
         if !(0.0..=1.0).contains(&cfg.invalid_share) {

@@ -26,25 +26,11 @@ pub struct PutFailure {
     pub failure: Failure,
 }
 
-fn retriable(code: &str) -> bool {
-    matches!(
-        code,
-        "ProvisionedThroughputExceededException"
-            | "LimitExceededException"
-            | "InternalFailure"
-            | "ServiceUnavailable"
-            | "ThrottlingException"
-            | "KMSThrottlingException"
-            | "Dispatch"
-            | "Timeout"
-    )
-}
-
 fn failure(code: &str, message: String) -> PutFailure {
     PutFailure {
         code: code.to_string(),
         failure: Failure {
-            retriable: retriable(code),
+            retriable: crate::sources::kinesis::put_retriable(code),
             unknown_topic: code == "ResourceNotFoundException",
             message,
         },
@@ -119,12 +105,7 @@ async fn put_chunk(client: &Client, stream: &str, records: &[KinesisRecord<'_>],
             }
         };
         let retry = still.iter().all(|(_, f)| f.failure.retriable);
-        let cap = (50u64 << attempt.min(6)).min(2_000);
-        let jitter = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::from(d.subsec_nanos()))
-            % (cap / 2 + 1);
-        let pause = Duration::from_millis(cap / 2 + jitter);
+        let pause = crate::sources::kinesis::put_backoff(attempt, 50, 2_000);
         if still.is_empty() || !retry || Instant::now() + pause >= deadline {
             for (i, f) in still {
                 results[i] = Some(Err(f));

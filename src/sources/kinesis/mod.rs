@@ -223,6 +223,33 @@ pub async fn client(cfg: &KinesisConfig) -> aws_sdk_kinesis::Client {
     aws_sdk_kinesis::Client::from_conf(conf)
 }
 
+/// Whether a PutRecords failure (a call's error code, or an entry's `ErrorCode`) is worth
+/// putting again: throughput, throttling, the service's own trouble, or no connection.
+pub fn put_retriable(code: &str) -> bool {
+    matches!(
+        code,
+        "ProvisionedThroughputExceededException"
+            | "LimitExceededException"
+            | "InternalFailure"
+            | "ServiceUnavailable"
+            | "ThrottlingException"
+            | "KMSThrottlingException"
+            | "Dispatch"
+            | "Timeout"
+    )
+}
+
+/// The pause before put attempt `attempt` (1-based): uniform in [cap/2, cap] where cap
+/// doubles from `base_ms` up to `max_ms`. The jitter keeps many writers from retrying in step.
+pub fn put_backoff(attempt: u32, base_ms: u64, max_ms: u64) -> std::time::Duration {
+    let cap = (base_ms << attempt.min(16)).min(max_ms).max(2);
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()))
+        % (cap / 2 + 1);
+    std::time::Duration::from_millis(cap / 2 + jitter)
+}
+
 /// Errors of the Kinesis source.
 #[derive(Debug, thiserror::Error)]
 pub enum KinesisSourceError {
