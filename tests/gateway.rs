@@ -13,8 +13,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
 use serde_json::Value;
 
-use support::kafka::{assert_unique_lineage_from, Broker, Proc, Setup, BIN};
-use support::kinesis::KinesisServer;
+use support::kafka::{assert_unique_lineage_from, kafka_toml, Broker, Proc, Setup, BIN};
+use support::kinesis::{kinesis_toml, KinesisServer};
 use support::{free_port, http, http_with_head};
 
 const TOKEN: &str = "test-token-1";
@@ -33,27 +33,7 @@ fn setup(broker: &Broker, kinesis: Option<&str>, prefix: &str, port: u16, extra_
     let dir = tempfile::tempdir().unwrap();
     let tables = dir.path().join("tables");
     let config = dir.path().join("pinpipe.toml");
-    let kinesis_section = match kinesis {
-        Some(endpoint) => format!(
-            r#"
-[kinesis]
-enabled = true
-stream_prefix = "{prefix}"
-endpoint = "{endpoint}"
-region = "us-east-1"
-access_key_id = "test"
-secret_access_key = "test"
-lease_ms = 2000
-shard_sync_ms = 1000
-idle_ms = 100
-min_call_interval_ms = 50
-batch_rows = 500
-batch_age_ms = 200
-workers = 2
-"#
-        ),
-        None => String::new(),
-    };
+    let kinesis_section = kinesis.map_or(String::new(), |endpoint| kinesis_toml(endpoint, prefix));
     let toml = format!(
         r#"
 [tables]
@@ -66,19 +46,7 @@ max_age_ms = 300
 [metrics]
 listen = "127.0.0.1:0"
 
-[kafka]
-brokers = "{brokers}"
-group_id = "{prefix}-group"
-topic_prefix = "{prefix}"
-batch_rows = 200
-batch_age_ms = 100
-workers = 2
-
-[kafka.properties]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-"topic.metadata.refresh.interval.ms" = "1000"
-{kinesis_section}
+{kafka}{kinesis_section}
 [gateway]
 listen = "127.0.0.1:{port}"
 tokens = ["{TOKEN}"]
@@ -86,7 +54,7 @@ workers = 2
 {extra_gateway}
 "#,
         tables = tables.display(),
-        brokers = broker.bootstrap(),
+        kafka = kafka_toml(broker, prefix),
     );
     std::fs::write(&config, toml).unwrap();
     Setup {

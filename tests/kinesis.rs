@@ -39,25 +39,9 @@ listen = "{metrics}"
 
 [kafka]
 enabled = false
-
-[kinesis]
-enabled = true
-stream_prefix = "{prefix}"
-endpoint = "{endpoint}"
-region = "us-east-1"
-access_key_id = "test"
-secret_access_key = "test"
-lease_ms = 2000
-shard_sync_ms = 1000
-idle_ms = 100
-min_call_interval_ms = 50
-batch_rows = 500
-batch_age_ms = 200
-workers = 2
-backoff_base_ms = 50
-backoff_max_ms = 1000
-"#,
+{kinesis}"#,
         tables = tables.display(),
+        kinesis = support::kinesis::kinesis_toml(endpoint, prefix),
     );
     std::fs::write(&config, toml).unwrap();
     Setup {

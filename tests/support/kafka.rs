@@ -77,6 +77,27 @@ impl Broker {
     }
 }
 
+/// The `[kafka]` section the tests share: small batches, quick group membership.
+pub fn kafka_toml(broker: &Broker, prefix: &str) -> String {
+    format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{prefix}-group"
+topic_prefix = "{prefix}"
+batch_rows = 200
+batch_age_ms = 100
+workers = 2
+
+[kafka.properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"topic.metadata.refresh.interval.ms" = "1000"
+"#,
+        brokers = broker.bootstrap(),
+    )
+}
+
 /// A test's tables folder and the config file every `pinpipe` child of the test uses.
 pub struct Setup {
     pub dir: tempfile::TempDir,
@@ -105,21 +126,9 @@ max_age_ms = 300
 [metrics]
 listen = "127.0.0.1:0"
 
-[kafka]
-brokers = "{brokers}"
-group_id = "{prefix}-group"
-topic_prefix = "{prefix}"
-batch_rows = 200
-batch_age_ms = 100
-workers = 2
-
-[kafka.properties]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-"topic.metadata.refresh.interval.ms" = "1000"
-"#,
+{kafka}"#,
             tables = tables.display(),
-            brokers = broker.bootstrap(),
+            kafka = kafka_toml(broker, prefix),
         );
         std::fs::write(&config, toml).unwrap();
         Setup {
