@@ -11,7 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use pinpipe::clean::{self, CleanBatchBuilder, DeadLetterBatchBuilder, Kind, Lineage};
+mod support;
+
+use pinpipe::clean::Kind;
 
 /// Every `*.json` file under `dir`, with the kind named by its topic folder's suffix.
 fn files(dir: &Path, kind: Option<Kind>, out: &mut Vec<(Kind, PathBuf)>) -> std::io::Result<()> {
@@ -69,35 +71,9 @@ fn main() {
     let parse_seconds = t.elapsed().as_secs_f64();
     std::hint::black_box(fields);
 
-    // pinpipe's cleaner into Arrow batches of 8 192 rows, one thread.
-    let lineage = Lineage {
-        source: "batch",
-        stream: "floor",
-        partition: "0",
-        ingested_at: 0,
-    };
+    // pinpipe's cleaner into Arrow batches, one thread.
     let t = Instant::now();
-    let mut builders = Kind::ALL.map(CleanBatchBuilder::new);
-    let mut dead = DeadLetterBatchBuilder::default();
-    let mut pos = itoa::Buffer::new();
-    let mut rows = 0usize;
-    for (i, (k, r)) in records.iter().enumerate() {
-        let p = pos.format(i);
-        match clean::clean(*k, r, clean::DEFAULT_MAX_RECORD_BYTES) {
-            Ok(row) => {
-                let b = &mut builders[*k as usize];
-                b.append(&row, &lineage, p);
-                if b.len() == 8192 {
-                    rows += b.finish().num_rows();
-                }
-            }
-            Err(e) => dead.append(&lineage, p, &e.to_string(), r),
-        }
-    }
-    for b in &mut builders {
-        rows += b.finish().num_rows();
-    }
-    let dead_letters = dead.finish().num_rows();
+    let (rows, dead_letters) = support::clean_all(&records);
     let clean_seconds = t.elapsed().as_secs_f64();
     println!(
         "{}",

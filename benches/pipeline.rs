@@ -6,7 +6,9 @@
 
 use std::time::Instant;
 
-use pinpipe::clean::{self, CleanBatchBuilder, DeadLetterBatchBuilder, Kind, Lineage};
+mod support;
+
+use pinpipe::clean::Kind;
 use pinpipe::emulate::{EmulatorConfig, Generator};
 use pinpipe::sink::{TablesConfig, WriterConfig, Writers};
 use pinpipe::sources::batch::{self, BatchOptions};
@@ -97,38 +99,8 @@ fn main() {
     println!("baseline serde_json::Value parse: {base:>12.0} records/s (1.00x)");
 
     // Cleaning into Arrow batches, one core.
-    let lineage = Lineage {
-        source: "batch",
-        stream: "bench",
-        partition: "0",
-        ingested_at: 0,
-    };
     let t = Instant::now();
-    let mut builders = [
-        CleanBatchBuilder::new(Kind::Pin),
-        CleanBatchBuilder::new(Kind::Geo),
-        CleanBatchBuilder::new(Kind::User),
-    ];
-    let mut dead = DeadLetterBatchBuilder::default();
-    let mut pos = itoa::Buffer::new();
-    let mut rows = 0usize;
-    for (i, (k, r)) in records.iter().enumerate() {
-        let p = pos.format(i);
-        match clean::clean(*k, r, clean::DEFAULT_MAX_RECORD_BYTES) {
-            Ok(row) => {
-                let b = &mut builders[*k as usize];
-                b.append(&row, &lineage, p);
-                if b.len() == 8192 {
-                    rows += b.finish().num_rows();
-                }
-            }
-            Err(e) => dead.append(&lineage, p, &e.to_string(), r),
-        }
-    }
-    for b in &mut builders {
-        rows += b.finish().num_rows();
-    }
-    let dead_rows = dead.finish().num_rows();
+    let (rows, dead_rows) = support::clean_all(&records);
     let clean_rate = n / t.elapsed().as_secs_f64();
     println!("clean -> Arrow (1 core):          {clean_rate:>12.0} records/s ({:.2}x baseline); {rows} rows, {dead_rows} dead letters", clean_rate / base);
 
