@@ -149,6 +149,12 @@ impl Config {
         if self.tables.checkpoint_interval == 0 {
             return Err(invalid("tables.checkpoint_interval", "must be at least 1"));
         }
+        if self.tables.request_timeout_ms < 100 {
+            return Err(invalid("tables.request_timeout_ms", "must be at least 100"));
+        }
+        if self.tables.max_retries > 100 {
+            return Err(invalid("tables.max_retries", "must be at most 100"));
+        }
         if let Some(ep) = &self.tables.endpoint {
             if !(ep.starts_with("http://") || ep.starts_with("https://")) {
                 return Err(invalid(

@@ -35,6 +35,13 @@ pub struct TablesConfig {
     pub secret_access_key: Option<String>,
     /// Delta checkpoint every N commits (keeps table loading and resume fast).
     pub checkpoint_interval: u32,
+    /// S3 only: one request's time limit. A stalled store then fails a request in this
+    /// time and is retried, instead of holding a flush for the client's default 30 s.
+    pub request_timeout_ms: u64,
+    /// S3 only: retries of one request (5xx, throttles, timeouts, resets) inside the
+    /// client, with backoff, before the flush fails and pinpipe's own flush retry (counted in
+    /// `pinpipe_flush_retries_total`) takes over.
+    pub max_retries: u32,
 }
 
 impl Default for TablesConfig {
@@ -48,6 +55,8 @@ impl Default for TablesConfig {
             access_key_id: None,
             secret_access_key: None,
             checkpoint_interval: 100,
+            request_timeout_ms: 30_000,
+            max_retries: 10,
         }
     }
 }
@@ -94,6 +103,11 @@ impl TablesConfig {
         }
         if self.path_style {
             o.insert("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(), "false".into());
+        }
+        if self.location.starts_with("s3://") {
+            // object_store's client timeout and deltalake's retry settings.
+            o.insert("timeout".into(), format!("{}ms", self.request_timeout_ms));
+            o.insert("max_retries".into(), self.max_retries.to_string());
         }
         o
     }
