@@ -110,6 +110,30 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("config key {key}: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error("config key {key}: must be a whole number, got {value}")]
+    NotWhole { key: String, value: f64 },
+}
+
+/// The config crate rounds a float given for an integer key (`workers = 1.5` becomes 2)
+/// without a word; this refuses it. Integer keys are those whose default serializes as an
+/// integer; `value` is the merged file and environment tree.
+fn refuse_fractions(value: &config::Value, defaults: &serde_json::Value, path: &str) -> Result<(), ConfigError> {
+    match &value.kind {
+        config::ValueKind::Table(t) => {
+            for (k, v) in t {
+                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                refuse_fractions(v, defaults.get(k).unwrap_or(&serde_json::Value::Null), &child)?;
+            }
+        }
+        config::ValueKind::Float(f) if f.fract() != 0.0 && (defaults.is_u64() || defaults.is_i64()) => {
+            return Err(ConfigError::NotWhole {
+                key: path.to_string(),
+                value: *f,
+            });
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -133,7 +157,10 @@ impl Config {
         let env = config::Environment::with_prefix("PINPIPE")
             .separator("__")
             .try_parsing(true);
-        let cfg: Config = b.add_source(env).build()?.try_deserialize()?;
+        let merged = b.add_source(env).build()?;
+        let defaults = serde_json::to_value(Config::default()).expect("the default config serializes");
+        refuse_fractions(&merged.cache, &defaults, "")?;
+        let cfg: Config = merged.try_deserialize()?;
         cfg.validate()?;
         Ok(cfg)
     }
