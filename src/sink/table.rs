@@ -10,6 +10,7 @@ use std::sync::Once;
 
 use arrow_schema::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::StructType;
 use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 use serde::{Deserialize, Serialize};
@@ -182,6 +183,11 @@ impl TablesConfig {
                 TableProperty::CheckpointInterval,
                 Some(self.checkpoint_interval.to_string()),
             )
+            // No retry: when several processes start at once, a create that lost the race for
+            // version 0 would otherwise be retried as version 1, a second CREATE TABLE with a
+            // new table id over the winner's (seen in tests/faults.rs). Losing is fine: the
+            // error path below opens the winner's table.
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
             .await;
         match created {
             Ok(t) => Ok(t),
