@@ -281,8 +281,12 @@ fn broker_down_and_back_mid_run() {
     let n = records.len();
     let (first, second) = records.split_at(n / 2);
     broker.produce(first);
-    let mut run = setup.run("run");
+    let port = support::free_port();
+    let listen = [("PINPIPE__METRICS__LISTEN", format!("127.0.0.1:{port}"))];
+    let mut run = setup.spawn_env("run", &["run", "--no-progress"], &listen);
     setup.wait_rows(n / 4, Duration::from_secs(60), &mut [&mut run]);
+    let errors = |text: &str| support::metric_sum(text, "pinpipe_source_errors_total");
+    let before = errors(&support::scrape(port));
     broker.mock.broker_down(1).unwrap();
     std::thread::sleep(Duration::from_secs(4));
     assert!(
@@ -290,6 +294,9 @@ fn broker_down_and_back_mid_run() {
         "run died with the broker:\n{}",
         run.tail()
     );
+    // The outage shows in the metrics while it lasts.
+    let during = support::scrape(port);
+    assert!(errors(&during) > before, "no source error counted with the broker down:\n{during}");
     broker.mock.broker_up(1).unwrap();
     broker.produce(second);
     setup.wait_rows(n, Duration::from_secs(120), &mut [&mut run]);

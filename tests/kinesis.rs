@@ -5,7 +5,6 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,78 +12,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use support::kafka::{assert_unique_lineage_from, Proc, Setup, BIN};
-use support::kinesis::KinesisServer;
+use support::kafka::{assert_unique_lineage_from, Proc, Setup};
+use support::kinesis::{emulate, run, setup, streams, KinesisServer};
 use support::proxy::{aws_json_error, FaultProxy};
+use support::{metric_sum, scrape};
 
-const LOG: &str = "warn,pinpipe::sources::kinesis=info";
-
-/// A config reading `streaming-<prefix>-*` at `endpoint` into local tables; Kafka off.
-fn setup(endpoint: &str, prefix: &str, metrics: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let tables = dir.path().join("tables");
-    let config = dir.path().join("pinpipe.toml");
-    let toml = format!(
-        r#"
-[tables]
-location = "{tables}"
-checkpoint_interval = 5
-
-[writer]
-max_rows = 2000
-max_age_ms = 300
-
-[metrics]
-listen = "{metrics}"
-
-[kafka]
-enabled = false
-{kinesis}"#,
-        tables = tables.display(),
-        kinesis = support::kinesis::kinesis_toml(endpoint, prefix),
-    );
-    std::fs::write(&config, toml).unwrap();
-    Setup {
-        dir,
-        config,
-        tables,
-        prefix: prefix.to_string(),
-    }
-}
-
-fn streams(prefix: &str) -> Vec<String> {
-    ["pin", "geo", "user"]
-        .iter()
-        .map(|k| format!("streaming-{prefix}-{k}"))
-        .collect()
-}
-
-/// `pinpipe emulate --to kinesis`: `posts` posts (3 records each) with `seed`.
-fn emulate(s: &Setup, posts: u64, seed: u64) {
-    let out = Command::new(BIN)
-        .args(["emulate", "--to", "kinesis", "--no-progress"])
-        .args(["--count", &posts.to_string(), "--seed", &seed.to_string()])
-        .env("PINPIPE_CONFIG", &s.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "emulate failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn run(s: &Setup, name: &str, worker: &str) -> Proc {
-    s.spawn_env(
-        name,
-        &["run", "--no-progress"],
-        &[
-            ("PINPIPE_LOG", LOG.to_string()),
-            ("PINPIPE__KINESIS__WORKER_ID", worker.to_string()),
-        ],
-    )
-}
 
 /// Waits until exactly `n` rows are committed, checks they stay `n` and carry no duplicate
 /// lineage key; returns the rows.
@@ -343,17 +275,6 @@ fn split_and_merge_mid_run_children_after_parents() {
         assert!(l[&(pin.clone(), p.clone())].1, "parent {p} not finished: {l:?}");
     }
     assert!(a.terminate(Duration::from_secs(20)).success(), "{}", a.tail());
-}
-
-fn scrape(port: u16) -> String {
-    support::http(port, "GET", "/metrics", &[], b"").unwrap().1
-}
-
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]

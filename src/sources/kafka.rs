@@ -380,6 +380,14 @@ impl ClientContext for GroupContext {
         self.auth.generate_oauth_token(config)
     }
 
+    // librdkafka's client-wide errors (a broker down, all brokers down, auth failures)
+    // arrive here, not at a fetch: counted, so an outage shows in the metrics while the
+    // client reconnects on its own.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka client error");
+        count_error(&error);
+    }
+
     // `statistics.interval.ms`: keep each partition's high watermark for the lag gauges.
     fn stats(&self, s: Statistics) {
         let mut marks = self.watermarks.lock().expect("lock");

@@ -46,6 +46,76 @@ backoff_max_ms = 1000
     )
 }
 
+/// The log filter of Kinesis test processes.
+pub const LOG: &str = "warn,pinpipe::sources::kinesis=info";
+
+/// A config reading `streaming-<prefix>-*` at `endpoint` into local tables; Kafka off.
+pub fn setup(endpoint: &str, prefix: &str, metrics: &str) -> super::kafka::Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = dir.path().join("tables");
+    let config = dir.path().join("pinpipe.toml");
+    let toml = format!(
+        r#"
+[tables]
+location = "{tables}"
+checkpoint_interval = 5
+
+[writer]
+max_rows = 2000
+max_age_ms = 300
+
+[metrics]
+listen = "{metrics}"
+
+[kafka]
+enabled = false
+{kinesis}"#,
+        tables = tables.display(),
+        kinesis = kinesis_toml(endpoint, prefix),
+    );
+    std::fs::write(&config, toml).unwrap();
+    super::kafka::Setup {
+        dir,
+        config,
+        tables,
+        prefix: prefix.to_string(),
+    }
+}
+
+pub fn streams(prefix: &str) -> Vec<String> {
+    ["pin", "geo", "user"]
+        .iter()
+        .map(|k| format!("streaming-{prefix}-{k}"))
+        .collect()
+}
+
+/// `pinpipe emulate --to kinesis`: `posts` posts (3 records each) with `seed`.
+pub fn emulate(s: &super::kafka::Setup, posts: u64, seed: u64) {
+    let out = Command::new(super::kafka::BIN)
+        .args(["emulate", "--to", "kinesis", "--no-progress"])
+        .args(["--count", &posts.to_string(), "--seed", &seed.to_string()])
+        .env("PINPIPE_CONFIG", &s.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "emulate failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn run(s: &super::kafka::Setup, name: &str, worker: &str) -> super::kafka::Proc {
+    s.spawn_env(
+        name,
+        &["run", "--no-progress"],
+        &[
+            ("PINPIPE_LOG", LOG.to_string()),
+            ("PINPIPE__KINESIS__WORKER_ID", worker.to_string()),
+        ],
+    )
+}
+
 pub struct KinesisServer {
     pub port: u16,
     child: Child,

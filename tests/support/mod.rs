@@ -5,6 +5,7 @@
 pub mod fixtures;
 pub mod kafka;
 pub mod kinesis;
+pub mod nasty;
 pub mod prometheus;
 pub mod proxy;
 pub mod rows;
@@ -70,6 +71,19 @@ pub fn count_records(dir: &Path, name_part: &str) -> usize {
         }
     }
     n
+}
+
+/// The Prometheus text a pinpipe process serves on `127.0.0.1:port/metrics`.
+pub fn scrape(port: u16) -> String {
+    http(port, "GET", "/metrics", &[], b"").unwrap().1
+}
+
+/// The sum of every series of metric `name` (all label sets) in Prometheus text.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The last `n` lines of a log file, for panic messages.
