@@ -330,3 +330,50 @@ fn bad_config_and_bad_input_fail_clearly() {
     assert_eq!(rows[0]["_partition"], "a.json");
     assert_eq!(rows[0]["_stream"], ".");
 }
+
+#[test]
+fn nasty_records_end_as_rows_or_dead_letters_with_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("raw");
+    // Whitespace-only lines are not records in JSON Lines; the rest is one record a line.
+    let corpus: Vec<(&str, Vec<u8>)> = support::nasty::records()
+        .into_iter()
+        .filter(|(_, b)| !b.iter().all(u8::is_ascii_whitespace))
+        .collect();
+    for kind in Kind::ALL {
+        let topic = format!("nasty.{kind}");
+        let folder = input.join(format!("topics/{topic}/partition=0"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let mut body = Vec::new();
+        for (_, bytes) in &corpus {
+            body.extend_from_slice(bytes);
+            body.push(b'\n');
+        }
+        std::fs::write(folder.join(format!("{topic}+0+0000000000.json")), body).unwrap();
+    }
+    let tables = TablesConfig {
+        location: dir.path().join("tables").to_str().unwrap().into(),
+        ..Default::default()
+    };
+    let summary = run_batch(&input, &tables, &WriterConfig::default());
+    assert_eq!(summary.records as usize, corpus.len() * 3, "{}", summary.line());
+    for kind in Kind::ALL {
+        let clean = read(&tables, kind.as_str());
+        let dead = read(&tables, &format!("{kind}_dead_letter"));
+        let mut lines = HashSet::new();
+        for r in clean.iter().chain(&dead) {
+            let line: usize = r["_position"].as_str().unwrap().parse().unwrap();
+            assert!(lines.insert(line), "{kind}: line {line} twice");
+        }
+        assert_eq!(lines.len(), corpus.len(), "{kind}: every record in exactly one table");
+        assert!(!dead.is_empty() && dead.len() < corpus.len(), "{kind}: {} dead", dead.len());
+        for r in &dead {
+            let line: usize = r["_position"].as_str().unwrap().parse().unwrap();
+            let (what, bytes) = &corpus[line - 1];
+            // A line's `\r` is its CRLF ending, not part of the record.
+            let record = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+            assert_eq!(r["raw"], String::from_utf8_lossy(record).as_ref(), "{kind} {what}: raw bytes kept");
+            assert!(!r["error"].as_str().unwrap().is_empty(), "{kind} {what}: a reason");
+        }
+    }
+}

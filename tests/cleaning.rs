@@ -94,6 +94,57 @@ fn whole_record_rules_from_bytes() {
     }
 }
 
+#[test]
+fn nasty_records_decide_without_panic() {
+    let corpus = support::nasty::records();
+    assert!(corpus.len() > 60);
+    let mut rejected = 0;
+    for (what, bytes) in &corpus {
+        for kind in Kind::ALL {
+            // Run on a thread with the default 2 MiB stack, as a tokio worker has: a
+            // recursion that only a big main-thread stack survives fails here.
+            let (b, what2) = (bytes.clone(), what.to_string());
+            let decided = std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || {
+                    check_decides(kind, &b);
+                    clean::clean(kind, &b, DEFAULT_MAX_RECORD_BYTES).is_err()
+                })
+                .unwrap()
+                .join()
+                .unwrap_or_else(|_| panic!("{kind} / {what2}: panicked"));
+            rejected += decided as usize;
+        }
+    }
+    eprintln!("{rejected} of {} (record, kind) pairs rejected", corpus.len() * 3);
+    // Spot checks of the decisions that matter most.
+    let reason = |kind, raw: &[u8]| match clean::clean(kind, raw, DEFAULT_MAX_RECORD_BYTES) {
+        Ok(_) => "clean".to_string(),
+        Err(r) => r.rule().to_string(),
+    };
+    // PINPIPE_SHOW_DECISIONS=1 prints every decision (to review the corpus against the spec).
+    if std::env::var_os("PINPIPE_SHOW_DECISIONS").is_some() {
+        for (what, b) in &corpus {
+            eprintln!("{what:40} pin={} geo={} user={}", reason(Kind::Pin, b), reason(Kind::Geo, b), reason(Kind::User, b));
+        }
+    }
+    let find = |name: &str| &corpus.iter().find(|(w, _)| *w == name).unwrap().1;
+    assert_eq!(reason(Kind::Pin, find("deep arrays (100k)")), "not a json object");
+    assert_eq!(reason(Kind::Pin, find("deep objects (50k)")), "invalid json");
+    assert_eq!(reason(Kind::Pin, find("deep value inside an unknown field")), "invalid json");
+    assert_eq!(reason(Kind::Geo, find("-Infinity latitude")), "invalid json");
+    assert_eq!(reason(Kind::Pin, find("index beyond i64")), "index");
+    assert_eq!(reason(Kind::User, find("age beyond i32")), "age");
+    assert_eq!(reason(Kind::Pin, find("lone surrogate escape")), "invalid json");
+    assert_eq!(reason(Kind::Pin, find("NaN")), "invalid json");
+    assert_eq!(reason(Kind::Pin, find("invalid utf-8 in a string")), "invalid utf-8");
+    assert_eq!(reason(Kind::Pin, find("bom then record")), "invalid json");
+    assert_eq!(reason(Kind::Pin, find("over 1 MiB")), "too large");
+    assert_eq!(reason(Kind::Pin, find("trailing garbage")), "invalid json");
+    assert_eq!(reason(Kind::Pin, find("1 MiB - 1 string")), "clean");
+    assert_eq!(reason(Kind::Pin, find("10 000 unknown keys")), "clean");
+}
+
 fn check_decides(kind: Kind, bytes: &[u8]) {
     match clean::clean(kind, bytes, DEFAULT_MAX_RECORD_BYTES) {
         Ok(row) => {
