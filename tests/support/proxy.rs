@@ -27,7 +27,10 @@ impl Request<'_> {
     }
 }
 
-/// A canned answer: status, headers, body.
+/// A canned answer: status, headers, body. Two statuses are not answers: 0 closes the
+/// connection without forwarding the request (a reset), 1 forwards it and closes the
+/// connection instead of passing the answer back (a reset after the server acted: the
+/// client cannot tell whether its write happened).
 pub type Answer = (u16, Vec<(String, String)>, String);
 /// Decides whether a request is answered by the proxy instead of the server.
 pub type Rule = Arc<dyn Fn(&Request<'_>) -> Option<Answer> + Send + Sync>;
@@ -150,6 +153,13 @@ fn serve(
         };
         let out = if let Some((status, hs, b)) = rule(&req) {
             injected.fetch_add(1, Ordering::Relaxed);
+            if status == 0 {
+                return;
+            }
+            if status == 1 {
+                let _ = forward(upstream, &line, &raw_head, &body);
+                return;
+            }
             let mut r = format!("HTTP/1.1 {status} Injected\r\nContent-Length: {}\r\n", b.len());
             for (k, v) in hs {
                 r.push_str(&format!("{k}: {v}\r\n"));
