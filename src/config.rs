@@ -121,7 +121,11 @@ fn refuse_fractions(value: &config::Value, defaults: &serde_json::Value, path: &
     match &value.kind {
         config::ValueKind::Table(t) => {
             for (k, v) in t {
-                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 refuse_fractions(v, defaults.get(k).unwrap_or(&serde_json::Value::Null), &child)?;
             }
         }

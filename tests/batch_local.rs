@@ -366,13 +366,21 @@ fn nasty_records_end_as_rows_or_dead_letters_with_their_bytes() {
             assert!(lines.insert(line), "{kind}: line {line} twice");
         }
         assert_eq!(lines.len(), corpus.len(), "{kind}: every record in exactly one table");
-        assert!(!dead.is_empty() && dead.len() < corpus.len(), "{kind}: {} dead", dead.len());
+        assert!(
+            !dead.is_empty() && dead.len() < corpus.len(),
+            "{kind}: {} dead",
+            dead.len()
+        );
         for r in &dead {
             let line: usize = r["_position"].as_str().unwrap().parse().unwrap();
             let (what, bytes) = &corpus[line - 1];
             // A line's `\r` is its CRLF ending, not part of the record.
             let record = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-            assert_eq!(r["raw"], String::from_utf8_lossy(record).as_ref(), "{kind} {what}: raw bytes kept");
+            assert_eq!(
+                r["raw"],
+                String::from_utf8_lossy(record).as_ref(),
+                "{kind} {what}: raw bytes kept"
+            );
             assert!(!r["error"].as_str().unwrap().is_empty(), "{kind} {what}: a reason");
         }
     }

@@ -125,13 +125,21 @@ fn nasty_records_decide_without_panic() {
     // PINPIPE_SHOW_DECISIONS=1 prints every decision (to review the corpus against the spec).
     if std::env::var_os("PINPIPE_SHOW_DECISIONS").is_some() {
         for (what, b) in &corpus {
-            eprintln!("{what:40} pin={} geo={} user={}", reason(Kind::Pin, b), reason(Kind::Geo, b), reason(Kind::User, b));
+            eprintln!(
+                "{what:40} pin={} geo={} user={}",
+                reason(Kind::Pin, b),
+                reason(Kind::Geo, b),
+                reason(Kind::User, b)
+            );
         }
     }
     let find = |name: &str| &corpus.iter().find(|(w, _)| *w == name).unwrap().1;
     assert_eq!(reason(Kind::Pin, find("deep arrays (100k)")), "not a json object");
     assert_eq!(reason(Kind::Pin, find("deep objects (50k)")), "invalid json");
-    assert_eq!(reason(Kind::Pin, find("deep value inside an unknown field")), "invalid json");
+    assert_eq!(
+        reason(Kind::Pin, find("deep value inside an unknown field")),
+        "invalid json"
+    );
     assert_eq!(reason(Kind::Geo, find("-Infinity latitude")), "invalid json");
     assert_eq!(reason(Kind::Pin, find("index beyond i64")), "index");
     assert_eq!(reason(Kind::User, find("age beyond i32")), "age");

@@ -26,7 +26,10 @@ fn check_config(toml: Option<&str>, env: &[(&str, &str)]) -> Output {
 fn refusal_problem(case: &str, out: &Output, needles: &[&str]) -> Option<String> {
     let err = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
-        return Some(format!("{case:?}: accepted, printed {}", String::from_utf8_lossy(&out.stdout)));
+        return Some(format!(
+            "{case:?}: accepted, printed {}",
+            String::from_utf8_lossy(&out.stdout)
+        ));
     }
     if err.contains("panicked") || out.status.code() != Some(2) && out.status.code() != Some(1) {
         return Some(format!("{case:?}: crashed ({}): {err}", out.status));
@@ -48,11 +51,20 @@ const FILE_CASES: &[(&str, &[&str])] = &[
     ("[writers]\nmax_rows = 10\n", &["writers"]),
     // Ranges and combinations, each named by its key.
     ("[tables]\nlocation = \"ftp://x/y\"\n", &["tables.location"]),
-    ("[tables]\ncheckpoint_interval = 0\n", &["tables.checkpoint_interval", "at least 1"]),
-    ("[tables]\nrequest_timeout_ms = 5\n", &["tables.request_timeout_ms", "at least 100"]),
+    (
+        "[tables]\ncheckpoint_interval = 0\n",
+        &["tables.checkpoint_interval", "at least 1"],
+    ),
+    (
+        "[tables]\nrequest_timeout_ms = 5\n",
+        &["tables.request_timeout_ms", "at least 100"],
+    ),
     ("[tables]\nmax_retries = 1000\n", &["tables.max_retries", "at most 100"]),
     ("[tables]\nendpoint = \"127.0.0.1:9000\"\n", &["tables.endpoint"]),
-    ("[tables]\nendpoint = \"http://127.0.0.1:9000\"\n", &["tables.endpoint", "allow_http"]),
+    (
+        "[tables]\nendpoint = \"http://127.0.0.1:9000\"\n",
+        &["tables.endpoint", "allow_http"],
+    ),
     ("[writer]\nmax_rows = 0\n", &["writer.max_rows", "at least 1"]),
     ("[writer]\nmax_bytes = 10\n", &["writer.max_bytes", "1024"]),
     ("[writer]\nmax_age_ms = 0\n", &["writer.max_age_ms"]),
@@ -68,8 +80,14 @@ const FILE_CASES: &[(&str, &[&str])] = &[
     ("[emulate]\npartitions = 0\n", &["emulate.partitions"]),
     ("[emulate]\nrecords_per_file = 0\n", &["emulate.records_per_file"]),
     ("[emulate]\ntopic_prefix = \"a/b\"\n", &["emulate.topic_prefix"]),
-    ("[kafka]\nenabled = false\n[kinesis]\nenabled = false\n", &["kafka.enabled"]),
-    ("[kafka]\nauto_offset_reset = \"smallest\"\n", &["kafka.auto_offset_reset", "earliest"]),
+    (
+        "[kafka]\nenabled = false\n[kinesis]\nenabled = false\n",
+        &["kafka.enabled"],
+    ),
+    (
+        "[kafka]\nauto_offset_reset = \"smallest\"\n",
+        &["kafka.auto_offset_reset", "earliest"],
+    ),
     ("[kafka]\nbrokers = \" \"\n", &["kafka.brokers"]),
     ("[kafka]\ngroup_id = \"\"\n", &["kafka.group_id"]),
     ("[kafka]\nbatch_rows = 0\n", &["kafka.batch_rows"]),
@@ -82,16 +100,31 @@ const FILE_CASES: &[(&str, &[&str])] = &[
         &["kafka.properties", "OAUTHBEARER"],
     ),
     ("[metrics]\nlisten = \"localhost\"\n", &["metrics.listen"]),
-    ("[kinesis]\ninitial_position = \"oldest\"\n", &["kinesis.initial_position", "trim_horizon"]),
-    ("[kinesis]\nmax_records_per_call = 20000\n", &["kinesis.max_records_per_call", "10000"]),
+    (
+        "[kinesis]\ninitial_position = \"oldest\"\n",
+        &["kinesis.initial_position", "trim_horizon"],
+    ),
+    (
+        "[kinesis]\nmax_records_per_call = 20000\n",
+        &["kinesis.max_records_per_call", "10000"],
+    ),
     ("[kinesis]\nlease_ms = 10\n", &["kinesis.lease_ms"]),
     ("[kinesis]\nworkers = 0\n", &["kinesis.workers"]),
     ("[kinesis]\nbatch_age_ms = 0\n", &["kinesis.batch"]),
-    ("[kinesis]\nbackoff_base_ms = 500\nbackoff_max_ms = 100\n", &["kinesis.backoff_base_ms", "backoff_max_ms"]),
-    ("[kinesis]\nmax_read_bytes_per_sec = 0\n", &["kinesis.max_read_bytes_per_sec"]),
+    (
+        "[kinesis]\nbackoff_base_ms = 500\nbackoff_max_ms = 100\n",
+        &["kinesis.backoff_base_ms", "backoff_max_ms"],
+    ),
+    (
+        "[kinesis]\nmax_read_bytes_per_sec = 0\n",
+        &["kinesis.max_read_bytes_per_sec"],
+    ),
     ("[kinesis]\nshard_sync_ms = 0\n", &["kinesis.shard_sync_ms"]),
     ("[kinesis]\nshutdown_grace_ms = 1\n", &["kinesis.shutdown_grace_ms"]),
-    ("[kinesis]\nendpoint = \"127.0.0.1:4567\"\n", &["kinesis.endpoint", "http"]),
+    (
+        "[kinesis]\nendpoint = \"127.0.0.1:4567\"\n",
+        &["kinesis.endpoint", "http"],
+    ),
     ("[gateway]\nlisten = \"nowhere\"\n", &["gateway.listen"]),
     ("[gateway]\nauth = \"maybe\"\n", &["gateway.auth", "token, none"]),
     ("[gateway]\ntokens = [\" padded \"]\n", &["gateway.tokens"]),
@@ -99,7 +132,10 @@ const FILE_CASES: &[(&str, &[&str])] = &[
     ("[gateway]\nmax_records = 0\n", &["gateway.max_records", "1..=10000"]),
     ("[gateway]\nmax_record_bytes = 0\n", &["gateway.max_record_bytes"]),
     ("[gateway]\nproduce_timeout_ms = 1\n", &["gateway.produce_timeout_ms"]),
-    ("[gateway]\nmax_records = 500\nmax_inflight_records = 10\n", &["gateway.max_inflight_records", "gateway.max_records"]),
+    (
+        "[gateway]\nmax_records = 500\nmax_inflight_records = 10\n",
+        &["gateway.max_inflight_records", "gateway.max_records"],
+    ),
     ("[gateway]\nretry_after_s = 0\n", &["gateway.retry_after_s"]),
     ("[gateway]\nworkers = 0\n", &["gateway.workers"]),
 ];
@@ -130,7 +166,13 @@ fn every_invalid_config_is_refused_naming_its_key() {
         .output()
         .unwrap();
     problems.extend(refusal_problem("missing file", &out, &["/nonexistent/pinpipe.toml"]));
-    assert!(problems.is_empty(), "{} of {} cases:\n{}", problems.len(), FILE_CASES.len() + 5, problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} of {} cases:\n{}",
+        problems.len(),
+        FILE_CASES.len() + 5,
+        problems.join("\n")
+    );
 }
 
 /// The control: an empty file and the shipped example pass, so the cases above fail for

@@ -296,7 +296,10 @@ fn broker_down_and_back_mid_run() {
     );
     // The outage shows in the metrics while it lasts.
     let during = support::scrape(port);
-    assert!(errors(&during) > before, "no source error counted with the broker down:\n{during}");
+    assert!(
+        errors(&during) > before,
+        "no source error counted with the broker down:\n{during}"
+    );
     broker.mock.broker_up(1).unwrap();
     broker.produce(second);
     setup.wait_rows(n, Duration::from_secs(120), &mut [&mut run]);

@@ -17,7 +17,6 @@ use support::kinesis::{emulate, run, setup, streams, KinesisServer};
 use support::proxy::{aws_json_error, FaultProxy};
 use support::{metric_sum, scrape};
 
-
 /// Waits until exactly `n` rows are committed, checks they stay `n` and carry no duplicate
 /// lineage key; returns the rows.
 fn exactly(s: &Setup, n: usize, procs: &mut [&mut Proc]) -> BTreeMap<String, Vec<Map<String, Value>>> {

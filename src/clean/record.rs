@@ -137,4 +137,3 @@ pub fn clean(kind: Kind, raw: &[u8], max_bytes: usize) -> Result<Row<'_>, Reject
         Kind::User => kinds::parse_user(text).map(Row::User),
     }
 }
-
