@@ -59,23 +59,29 @@ fn assert_alive(procs: &mut [Proc], what: &str) {
     }
 }
 
-/// Waits (bounded) until the tables hold `n` rows, gives a duplicate time to show, stops
-/// every process with SIGTERM (each must exit 0) and checks exactly-once on the lineage
-/// key; returns the keys.
-fn settle_and_check(setup: &Setup, n: usize, procs: &mut [Proc], source: &str, within: Duration) -> HashSet<Key> {
+/// Polls `count` every `every` until it reaches `n`; panics with every process's log tail
+/// after `within`, or at once if one exited.
+fn wait_rows(n: usize, within: Duration, every: Duration, procs: &mut [Proc], mut count: impl FnMut() -> usize) {
     let deadline = Instant::now() + within;
     loop {
-        let got = setup.count();
+        let got = count();
         if got >= n {
-            break;
+            return;
         }
         assert_alive(procs, "the drain");
         if Instant::now() > deadline {
             let tails: Vec<String> = procs.iter().map(|p| format!("--- {}\n{}", p.name, p.tail())).collect();
-            panic!("{got}/{n} rows {within:?} after the faults ended\n{}", tails.join("\n"));
+            panic!("{got}/{n} rows after {within:?}\n{}", tails.join("\n"));
         }
-        std::thread::sleep(ms(500));
+        std::thread::sleep(every);
     }
+}
+
+/// Waits (bounded) until the tables hold `n` rows, gives a duplicate time to show, stops
+/// every process with SIGTERM (each must exit 0) and checks exactly-once on the lineage
+/// key; returns the keys.
+fn settle_and_check(setup: &Setup, n: usize, procs: &mut [Proc], source: &str, within: Duration) -> HashSet<Key> {
+    wait_rows(n, within, ms(500), procs, || setup.count());
     std::thread::sleep(ms(2000));
     for p in procs.iter_mut() {
         let status = p.terminate(Duration::from_secs(60));
@@ -399,19 +405,9 @@ fn kafka_to_s3(setup: &Setup, name: &str, endpoint: &str, metrics_port: u16, ext
 
 /// Polls until the S3 tables hold `n` rows (bounded).
 fn wait_s3_rows(s3: &S3Server, n: usize, within: Duration, procs: &mut [Proc]) {
-    let deadline = Instant::now() + within;
-    loop {
-        let got: usize = s3_rows(s3, "s3://tables/t").values().map(Vec::len).sum();
-        if got >= n {
-            return;
-        }
-        assert_alive(procs, "the drain");
-        if Instant::now() > deadline {
-            let tails: Vec<String> = procs.iter().map(|p| format!("--- {}\n{}", p.name, p.tail())).collect();
-            panic!("{got}/{n} rows on S3 after {within:?}\n{}", tails.join("\n"));
-        }
-        std::thread::sleep(ms(1000));
-    }
+    wait_rows(n, within, ms(1000), procs, || {
+        s3_rows(s3, "s3://tables/t").values().map(Vec::len).sum()
+    });
 }
 
 /// Exactly-once on S3: `n` rows, no lineage key twice, each table's versions 0..=last with

@@ -110,6 +110,12 @@ impl Setup {
     /// Small batches and flush thresholds (many commits: `max_rows` per flush), quick
     /// group membership.
     pub fn new(broker: &Broker, prefix: &str, max_rows: usize) -> Self {
+        Self::with_source(prefix, max_rows, "127.0.0.1:0", &kafka_toml(broker, prefix))
+    }
+
+    /// Local tables with frequent flushes (`max_rows`, 300 ms), checkpoints every 5
+    /// commits, metrics on `metrics`, and `source`: the config sections of the source.
+    pub fn with_source(prefix: &str, max_rows: usize, metrics: &str, source: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let tables = dir.path().join("tables");
         let config = dir.path().join("pinpipe.toml");
@@ -124,11 +130,10 @@ max_rows = {max_rows}
 max_age_ms = 300
 
 [metrics]
-listen = "127.0.0.1:0"
+listen = "{metrics}"
 
-{kafka}"#,
+{source}"#,
             tables = tables.display(),
-            kafka = kafka_toml(broker, prefix),
         );
         std::fs::write(&config, toml).unwrap();
         Setup {

@@ -51,35 +51,8 @@ pub const LOG: &str = "warn,pinpipe::sources::kinesis=info";
 
 /// A config reading `streaming-<prefix>-*` at `endpoint` into local tables; Kafka off.
 pub fn setup(endpoint: &str, prefix: &str, metrics: &str) -> super::kafka::Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let tables = dir.path().join("tables");
-    let config = dir.path().join("pinpipe.toml");
-    let toml = format!(
-        r#"
-[tables]
-location = "{tables}"
-checkpoint_interval = 5
-
-[writer]
-max_rows = 2000
-max_age_ms = 300
-
-[metrics]
-listen = "{metrics}"
-
-[kafka]
-enabled = false
-{kinesis}"#,
-        tables = tables.display(),
-        kinesis = kinesis_toml(endpoint, prefix),
-    );
-    std::fs::write(&config, toml).unwrap();
-    super::kafka::Setup {
-        dir,
-        config,
-        tables,
-        prefix: prefix.to_string(),
-    }
+    let source = format!("[kafka]\nenabled = false\n{}", kinesis_toml(endpoint, prefix));
+    super::kafka::Setup::with_source(prefix, 2000, metrics, &source)
 }
 
 pub fn streams(prefix: &str) -> Vec<String> {
