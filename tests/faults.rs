@@ -122,6 +122,28 @@ impl KillDriver {
         }
     }
 
+    /// One turn of a kill loop: a kill if fewer than `kills` were made and its time has
+    /// come, then checks that no process died on its own and that `deadline` holds.
+    fn step(
+        &mut self,
+        kills: usize,
+        deadline: Instant,
+        procs: &mut [Proc],
+        rows: impl FnOnce() -> usize,
+        restart: impl FnOnce(usize, usize) -> Proc,
+    ) {
+        if self.kills < kills {
+            self.tick(procs, rows, restart);
+        }
+        assert_alive(procs, "the kill loop");
+        assert!(
+            Instant::now() < deadline,
+            "kill loop did not finish: {} kills",
+            self.kills
+        );
+        std::thread::sleep(ms(50));
+    }
+
     /// Kills and restarts one process if its time has come.
     fn tick(&mut self, procs: &mut [Proc], rows: impl FnOnce() -> usize, restart: impl FnOnce(usize, usize) -> Proc) {
         if Instant::now() < self.next {
@@ -194,16 +216,13 @@ fn kafka_kill_loop(records: usize, kills: usize, partitions: i32) {
             slice += 1;
             next_slice = Instant::now() + pace;
         }
-        if driver.kills < kills {
-            driver.tick(&mut procs, || setup.count(), |i, k| setup.run(&format!("p{i}.{k}")));
-        }
-        assert_alive(&mut procs, "the kill loop");
-        assert!(
-            Instant::now() < deadline,
-            "kill loop did not finish: {} kills",
-            driver.kills
+        driver.step(
+            kills,
+            deadline,
+            &mut procs,
+            || setup.count(),
+            |i, k| setup.run(&format!("p{i}.{k}")),
         );
-        std::thread::sleep(ms(50));
     }
     let seen = settle_and_check(&setup, n, &mut procs, "kafka", Duration::from_secs(240));
     assert!(seen == expected, "the rows' lineage keys are not the produced offsets");
@@ -267,16 +286,7 @@ fn kinesis_kill_loop(records: usize, kills: usize) {
         if emulated_ok.is_none() {
             emulated_ok = try_finish(&mut emulate);
         }
-        if driver.kills < kills {
-            driver.tick(&mut procs, || setup.count(), run);
-        }
-        assert_alive(&mut procs, "the kill loop");
-        assert!(
-            Instant::now() < deadline,
-            "kill loop did not finish: {} kills",
-            driver.kills
-        );
-        std::thread::sleep(ms(50));
+        driver.step(kills, deadline, &mut procs, || setup.count(), run);
     }
     let _ = emulate.wait(); // reaped by try_finish already; this only says so
     settle_and_check(&setup, n, &mut procs, "kinesis", Duration::from_secs(240));
