@@ -19,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use pinpipe::clean::Kind;
-use support::kafka::{assert_unique_lineage_from, emulated, Broker, Proc, Setup, BIN};
+use support::kafka::{assert_unique_lineage_from, emulated, wait_until_rows, Broker, Proc, Setup, BIN};
 use support::kinesis::{Flavor, KinesisServer};
 use support::proxy::{Answer, FaultProxy, Request};
 use support::{free_port, metric_sum, scrape, S3Server};
@@ -59,29 +59,11 @@ fn assert_alive(procs: &mut [Proc], what: &str) {
     }
 }
 
-/// Polls `count` every `every` until it reaches `n`; panics with every process's log tail
-/// after `within`, or at once if one exited.
-fn wait_rows(n: usize, within: Duration, every: Duration, procs: &mut [Proc], mut count: impl FnMut() -> usize) {
-    let deadline = Instant::now() + within;
-    loop {
-        let got = count();
-        if got >= n {
-            return;
-        }
-        assert_alive(procs, "the drain");
-        if Instant::now() > deadline {
-            let tails: Vec<String> = procs.iter().map(|p| format!("--- {}\n{}", p.name, p.tail())).collect();
-            panic!("{got}/{n} rows after {within:?}\n{}", tails.join("\n"));
-        }
-        std::thread::sleep(every);
-    }
-}
-
 /// Waits (bounded) until the tables hold `n` rows, gives a duplicate time to show, stops
 /// every process with SIGTERM (each must exit 0) and checks exactly-once on the lineage
 /// key; returns the keys.
 fn settle_and_check(setup: &Setup, n: usize, procs: &mut [Proc], source: &str, within: Duration) -> HashSet<Key> {
-    wait_rows(n, within, ms(500), procs, || setup.count());
+    wait_until_rows(n, within, ms(500), procs, || setup.count());
     std::thread::sleep(ms(2000));
     for p in procs.iter_mut() {
         let status = p.terminate(Duration::from_secs(60));
@@ -425,7 +407,7 @@ fn kafka_to_s3(setup: &Setup, name: &str, endpoint: &str, metrics_port: u16, ext
 
 /// Polls until the S3 tables hold `n` rows (bounded).
 fn wait_s3_rows(s3: &S3Server, n: usize, within: Duration, procs: &mut [Proc]) {
-    wait_rows(n, within, ms(1000), procs, || {
+    wait_until_rows(n, within, ms(1000), procs, || {
         s3_rows(s3, "s3://tables/t").values().map(Vec::len).sum()
     });
 }

@@ -3,6 +3,7 @@
 //! TCP), a producer that reports offsets, `pinpipe run` child processes with their own
 //! config and log, and readers of the resulting tables.
 
+use std::borrow::BorrowMut;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -228,25 +229,44 @@ listen = "{metrics}"
         self.rows().values().map(Vec::len).sum()
     }
 
-    /// Polls until the tables hold `n` rows (or more); panics after `timeout` with `why`.
+    /// Polls until the tables hold `n` rows (or more), reading every row; panics after
+    /// `timeout` or as soon as one of `procs` exits.
     pub fn wait_rows(&self, n: usize, timeout: Duration, procs: &mut [&mut Proc]) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let total = self.total();
-            if total >= n {
-                return;
-            }
-            for p in procs.iter_mut() {
-                if let Some(status) = p.child.try_wait().unwrap() {
-                    panic!("{} exited with {status} at {total}/{n} rows:\n{}", p.name, p.tail());
-                }
-            }
-            if Instant::now() > deadline {
-                let tails: Vec<String> = procs.iter().map(|p| format!("--- {}\n{}", p.name, p.tail())).collect();
-                panic!("{total}/{n} rows after {timeout:?}\n{}", tails.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(300));
+        wait_until_rows(n, timeout, Duration::from_millis(300), procs, || self.total());
+    }
+}
+
+/// Polls `count` every `every` until it reaches `n`; panics with every process's log tail
+/// after `within`, or at once if one of `procs` exited.
+pub fn wait_until_rows<P: BorrowMut<Proc>>(
+    n: usize,
+    within: Duration,
+    every: Duration,
+    procs: &mut [P],
+    mut count: impl FnMut() -> usize,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = count();
+        if got >= n {
+            return;
         }
+        for p in procs.iter_mut().map(BorrowMut::borrow_mut) {
+            if let Some(status) = p.child.try_wait().unwrap() {
+                panic!("{} exited with {status} at {got}/{n} rows:\n{}", p.name, p.tail());
+            }
+        }
+        if Instant::now() > deadline {
+            let tails: Vec<String> = procs
+                .iter_mut()
+                .map(|p| {
+                    let p = p.borrow_mut();
+                    format!("--- {}\n{}", p.name, p.tail())
+                })
+                .collect();
+            panic!("{got}/{n} rows after {within:?}\n{}", tails.join("\n"));
+        }
+        std::thread::sleep(every);
     }
 }
 
