@@ -288,18 +288,28 @@ fn broker_down_and_back_mid_run() {
     let errors = |text: &str| support::metric_sum(text, "pinpipe_source_errors_total");
     let before = errors(&support::scrape(port));
     broker.mock.broker_down(1).unwrap();
-    std::thread::sleep(Duration::from_secs(4));
+    // The outage shows in the metrics while it lasts: polled for up to 20 s, as under a
+    // loaded CI run librdkafka's reconnect attempts (and so its error events) can take
+    // longer than the 4 s that sufficed alone. The broker stays down at least 4 s.
+    let down = Instant::now();
+    let mut during = support::scrape(port);
+    while errors(&during) <= before && down.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(250));
+        during = support::scrape(port);
+    }
+    let waited = down.elapsed();
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(waited));
     assert!(
         run.child.try_wait().unwrap().is_none(),
         "run died with the broker:\n{}",
         run.tail()
     );
-    // The outage shows in the metrics while it lasts.
-    let during = support::scrape(port);
     assert!(
         errors(&during) > before,
-        "no source error counted with the broker down:\n{during}"
+        "no source error counted in {waited:?} with the broker down:\n{during}\n{}",
+        run.tail()
     );
+    eprintln!("source errors counted {waited:?} into the outage");
     broker.mock.broker_up(1).unwrap();
     broker.produce(second);
     setup.wait_rows(n, Duration::from_secs(120), &mut [&mut run]);
