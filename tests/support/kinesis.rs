@@ -108,7 +108,7 @@ pub enum Flavor {
     /// `kinesalite` (npm, TESTING.md's fallback): LevelDB-ordered shards (in memory), so
     /// GetRecords is a range read whatever the shard's length. Also 56-digit sequence
     /// numbers and ParentShardId on split children, but `MillisBehindLatest` is always 0
-    /// on open shards and there is no `ChildShards`. The long kill loop runs on it.
+    /// on open shards and there is no `ChildShards`. The fault suite's kill loops run on it.
     Kinesalite,
 }
 
