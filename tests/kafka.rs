@@ -80,22 +80,7 @@ fn vectors_emulated_and_bad_records_land_exactly_once() {
     };
     for (i, (kind, v)) in vectors.iter().enumerate() {
         let (table, r) = by_key[&key(i)];
-        if let Some(expect) = v["expect"].as_object() {
-            assert_eq!(table, kind.as_str(), "{kind} {} should be clean", v["case"]);
-            for (col, want) in expect {
-                assert_eq!(&r[col], want, "{kind} {}: column {col}", v["case"]);
-            }
-        } else {
-            assert_eq!(table, format!("{kind}_dead_letter"), "{kind} {}", v["case"]);
-            let want = v["reject"].as_str().unwrap();
-            assert!(
-                r["error"].as_str().unwrap().starts_with(want),
-                "{kind} {}: {}",
-                v["case"],
-                r["error"]
-            );
-            assert_eq!(r["raw"], v["raw"], "{kind} {}: raw bytes kept", v["case"]);
-        }
+        support::fixtures::check_row(*kind, v, table, r);
     }
     for (j, (what, payload, reason)) in bad.iter().enumerate() {
         let (table, r) = by_key[&key(n_vectors + j)];

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use super::value::{parse_fields, to_float, to_int, to_str, to_timestamp, FieldError, Parsed, Raw};
-use super::Reject;
+use super::{Kind, Reject};
 
 fn field_err(field: &'static str) -> impl Fn(FieldError) -> Reject {
     move |e| Reject::field(field, e)
@@ -26,13 +26,19 @@ fn object<'a, const N: usize>(
     }
 }
 
-/// The key field: present and an integer, else the record is rejected.
-fn key(raw: Option<Raw<'_>>, name: &'static str) -> Result<i64, Reject> {
-    match to_int(raw, i64::MIN, i64::MAX) {
-        Ok(Some(v)) => Ok(v),
-        Ok(None) => Err(Reject::field(name, FieldError::Missing)),
-        Err(e) => Err(Reject::field(name, e)),
+/// The key field (rule 4): present and an integer, else the record is rejected. Then rule
+/// 8: at least one of the kind's other fields must be present (whatever its value), else
+/// the record belongs to another kind. `fields[0]` is the key in every kind's list.
+fn key<const N: usize>(fields: &[Option<Raw<'_>>; N], name: &'static str, kind: Kind) -> Result<i64, Reject> {
+    let ind = match to_int(fields[0].clone(), i64::MIN, i64::MAX) {
+        Ok(Some(v)) => v,
+        Ok(None) => return Err(Reject::field(name, FieldError::Missing)),
+        Err(e) => return Err(Reject::field(name, e)),
+    };
+    if fields[1..].iter().all(Option::is_none) {
+        return Err(Reject::WrongKind(kind));
     }
+    Ok(ind)
 }
 
 fn text<'a>(raw: Option<Raw<'a>>, name: &'static str) -> Result<Option<Cow<'a, str>>, Reject> {
@@ -83,11 +89,9 @@ pub struct PinRow<'a> {
 }
 
 pub fn parse_pin(text_in: &str) -> Result<PinRow<'_>, Reject> {
-    let (
-        [index, unique_id, title, description, poster, follower, tags, kind, image, downloaded, save, category],
-        unknown,
-    ) = object(text_in, &PIN_FIELDS)?;
-    let ind = key(index, "index")?;
+    let (fields, unknown) = object(text_in, &PIN_FIELDS)?;
+    let ind = key(&fields, "index", Kind::Pin)?;
+    let [_, unique_id, title, description, poster, follower, tags, kind, image, downloaded, save, category] = fields;
     let follower_count = match text(follower, "follower_count")? {
         None => None,
         Some(s) if s == "User Info Error" => None,
@@ -167,8 +171,9 @@ pub struct GeoRow<'a> {
 }
 
 pub fn parse_geo(text_in: &str) -> Result<GeoRow<'_>, Reject> {
-    let ([ind, timestamp, lat, lon, country], unknown) = object(text_in, &GEO_FIELDS)?;
-    let ind = key(ind, "ind")?;
+    let (fields, unknown) = object(text_in, &GEO_FIELDS)?;
+    let ind = key(&fields, "ind", Kind::Geo)?;
+    let [_, timestamp, lat, lon, country] = fields;
     let lat = to_float(lat).map_err(field_err("latitude"))?;
     let lon = to_float(lon).map_err(field_err("longitude"))?;
     if lat.is_some_and(|v| !(-90.0..=90.0).contains(&v)) {
@@ -200,8 +205,9 @@ pub struct UserRow<'a> {
 }
 
 pub fn parse_user(text_in: &str) -> Result<UserRow<'_>, Reject> {
-    let ([ind, first, last, age, joined], unknown) = object(text_in, &USER_FIELDS)?;
-    let ind = key(ind, "ind")?;
+    let (fields, unknown) = object(text_in, &USER_FIELDS)?;
+    let ind = key(&fields, "ind", Kind::User)?;
+    let [_, first, last, age, joined] = fields;
     let user_name = match (text(first, "first_name")?, text(last, "last_name")?) {
         (Some(f), Some(l)) => Some(Cow::Owned(format!("{f} {l}"))),
         (f, l) => f.or(l),

@@ -31,8 +31,18 @@ mod tests {
             Err(Reject::InvalidJson(_))
         ));
         assert!(matches!(clean(Kind::Geo, &[b' '; 10], 4), Err(Reject::TooLarge { .. })));
-        let r = clean(Kind::User, br#"{"ind":1,"zz":{"a":[1,2]},"y":3}"#, max).unwrap();
+        let r = clean(Kind::User, br#"{"ind":1,"zz":{"a":[1,2]},"y":3,"age":null}"#, max).unwrap();
         assert_eq!(r.unknown_fields(), 2);
+        // Rule 8: the key alone, or with only unknown fields, is another kind's record;
+        // a known field counts as present whatever its value (rule 4 comes first).
+        let wrong = Err(Reject::WrongKind(Kind::User));
+        assert_eq!(clean(Kind::User, br#"{"ind":1,"zz":2}"#, max), wrong);
+        assert_eq!(
+            clean(Kind::User, br#"{"ind":1,"timestamp":"2020-01-01 00:00:00"}"#, max).map_err(|e| e.to_string()),
+            Err("wrong kind: no user fields".to_string())
+        );
+        assert!(matches!(clean(Kind::Pin, br#"{"ind":1,"index":"x"}"#, max), Err(Reject::Field { field: "index", .. })));
+        assert!(clean(Kind::Geo, br#"{"ind":1,"country":""}"#, max).is_ok());
         let r = clean(Kind::User, br#"{"ind":1,"first_name":"A\u00e9"}"#, max).unwrap();
         assert!(matches!(r, Row::User(UserRow { user_name: Some(ref n), .. }) if n == "Aé"));
     }

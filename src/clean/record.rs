@@ -66,6 +66,9 @@ pub enum Reject {
     InvalidJson(String),
     NotObject,
     TooLarge { size: usize, max: usize },
+    /// Rule 8: the key is there but none of the kind's other fields (a record of another
+    /// kind posted to this kind's topic or stream).
+    WrongKind(Kind),
     Field { field: &'static str, error: FieldError },
 }
 
@@ -81,6 +84,7 @@ impl Reject {
             Reject::InvalidJson(_) => "invalid json",
             Reject::NotObject => "not a json object",
             Reject::TooLarge { .. } => "too large",
+            Reject::WrongKind(_) => "wrong kind",
             Reject::Field { field, .. } => field,
         }
     }
@@ -95,6 +99,7 @@ impl fmt::Display for Reject {
             Reject::TooLarge { size, max } => {
                 write!(f, "too large: {size} bytes (limit {max})")
             }
+            Reject::WrongKind(kind) => write!(f, "wrong kind: no {kind} fields"),
             Reject::Field { field, error } => write!(f, "{field}: {error}"),
         }
     }
