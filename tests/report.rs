@@ -162,10 +162,6 @@ fn oracle(tables: &Path) -> (BTreeMap<String, (String, i64)>, BTreeMap<i64, i64>
     for g in &geos {
         geo_by_ind.entry(g["ind"].as_i64().unwrap()).or_default().push(g);
     }
-    let mut user_by_ind: HashMap<i64, Vec<&Map<String, Value>>> = HashMap::new();
-    for u in &users {
-        user_by_ind.entry(u["ind"].as_i64().unwrap()).or_default().push(u);
-    }
     let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
     let mut joined: BTreeMap<i64, i64> = BTreeMap::new();
     for p in &pins {
@@ -175,11 +171,13 @@ fn oracle(tables: &Path) -> (BTreeMap<String, (String, i64)>, BTreeMap<i64, i64>
                 *counts.entry((c.to_string(), cat.to_string())).or_default() += 1;
             }
         }
-        for u in user_by_ind.get(&ind).into_iter().flatten() {
-            let year: i64 = u["date_joined"].as_str().unwrap()[..4].parse().unwrap();
-            if (2015..=2020).contains(&year) {
-                *joined.entry(year).or_default() += 1;
-            }
+    }
+    // Question 6: the user table alone, each row once.
+    for u in &users {
+        let Some(joined_at) = u["date_joined"].as_str() else { continue };
+        let year: i64 = joined_at[..4].parse().unwrap();
+        if (2015..=2020).contains(&year) {
+            *joined.entry(year).or_default() += 1;
         }
     }
     let mut top: BTreeMap<String, (String, i64)> = BTreeMap::new();
