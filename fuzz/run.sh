@@ -31,19 +31,24 @@ corpus=$CARGO_TARGET_DIR/corpus
 mkdir -p "$corpus/clean" "$corpus/gateway_body"
 if [ -n "$fixtures" ]; then
   python3 - "$fixtures" "$corpus" <<'PY'
-import json, pathlib, sys
+import base64, json, pathlib, sys
 src, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-for f in sorted(src.glob("*.jsonl")):
+for f in sorted(src.glob("*.jsonl")) + sorted(src.glob("pending/*.jsonl")):
     for i, line in enumerate(f.read_text().splitlines()):
         if not line.strip():
             continue
         raw = json.loads(line)["raw"]
-        (out / "clean" / f"{f.stem}-{i}").write_text(raw)
+        name = f"{f.parent.name}-{f.stem}-{i}"
+        (out / "clean" / name).write_text(raw)
+        # The Kinesis shape with base64 Data (the API's), beside the JSON value shapes.
+        b64 = base64.b64encode(raw.encode()).decode()
+        (out / "gateway_body" / f"{name}-b64").write_text(
+            json.dumps({"StreamName": "s", "Records": [{"Data": b64, "PartitionKey": "k"}]}))
         try:
             body = json.dumps({"records": [{"value": json.loads(raw)}]})
         except ValueError:
             body = raw
-        (out / "gateway_body" / f"{f.stem}-{i}").write_text(body)
+        (out / "gateway_body" / name).write_text(body)
 PY
 fi
 

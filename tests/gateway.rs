@@ -706,3 +706,97 @@ fn bounded_load_reports_rate_and_p99() {
     assert_eq!(kafka_records(&broker, "ld", 4), (ok * RECORDS) as i64);
     assert!(g.terminate(Duration::from_secs(20)).success(), "{}", g.tail());
 }
+
+/// Every shared cleaning vector, pending ones included, through the gateway: as a REST
+/// proxy value and as a Kinesis `Data` both ways (the record as a JSON value, and the base64
+/// of its bytes). Both `Data` shapes give the same rows; each row is what the vector says;
+/// a `Data` string that is not base64 is a 400 and produces nothing.
+#[test]
+fn vectors_through_the_gateway_json_and_base64_data_alike() {
+    let broker = Broker::start(1);
+    broker.create_topics("gv", 2);
+    let server = KinesisServer::start();
+    for kind in ["pin", "geo", "user"] {
+        server.create_stream(&format!("streaming-gv-{kind}"), 1);
+    }
+    let port = free_port();
+    let s = setup(&broker, Some(&server.endpoint()), "gv", port, "");
+    let mut g = gateway(&s, port);
+
+    // Where each posted record was acknowledged: (source, stream, partition, position).
+    type At = (String, String, String, String);
+    let mut posted: Vec<(usize, &str, At)> = Vec::new();
+    let vectors = support::fixtures::vectors();
+    for (i, (kind, v)) in vectors.iter().enumerate() {
+        let raw = v["raw"].as_str().unwrap();
+        let stream = format!("streaming-gv-{kind}");
+        let path = format!("/streams/{stream}/record");
+        let mut shapes = vec![("base64", format!("\"{}\"", base64_of(raw.as_bytes())))];
+        // A record that is not JSON can only travel as base64 (as a value it is a 400).
+        let json_value = serde_json::from_str::<Value>(raw).is_ok() && raw.trim() == raw && !raw.is_empty();
+        if json_value {
+            shapes.push(("json", raw.to_string()));
+            let topic = format!("gv.{kind}");
+            let body = format!(r#"{{"records":[{{"value":{raw}}}]}}"#);
+            let (code, resp) = http(port, "POST", &format!("/topics/{topic}"), &[KAFKA_CT, BEARER], body.as_bytes()).unwrap();
+            assert_eq!(code, 200, "{kind} {}: {resp}", v["case"]);
+            let o = &json_of(&resp)["offsets"][0];
+            let at = ("kafka".into(), topic, o["partition"].to_string(), o["offset"].to_string());
+            posted.push((i, "rest", at));
+        }
+        for (shape, data) in shapes {
+            let body = format!(r#"{{"StreamName":"{stream}","Data":{data},"PartitionKey":"k{i}"}}"#);
+            let (code, resp) = http(port, "PUT", &path, &[JSON_CT, BEARER], body.as_bytes()).unwrap();
+            assert_eq!(code, 200, "{kind} {} as {shape}: {resp}", v["case"]);
+            let r = json_of(&resp);
+            let at = (
+                "kinesis".into(),
+                stream.clone(),
+                r["ShardId"].as_str().unwrap().to_string(),
+                r["SequenceNumber"].as_str().unwrap().to_string(),
+            );
+            posted.push((i, shape, at));
+        }
+    }
+    // Not base64: refused as the Kinesis API refuses a bad blob, and nothing is produced.
+    let before = server.count_records("streaming-gv-user");
+    for bad in [r#""not base64!""#, r#""eyJ""#] {
+        let body = format!(r#"{{"StreamName":"streaming-gv-user","Records":[{{"Data":"eyJpbmQiOjF9","PartitionKey":"a"}},{{"Data":{bad},"PartitionKey":"b"}}]}}"#);
+        let (code, resp) = http(port, "PUT", "/streams/streaming-gv-user/records", &[JSON_CT, BEARER], body.as_bytes()).unwrap();
+        assert_eq!(code, 400, "{resp}");
+        assert_eq!(json_of(&resp)["__type"], "SerializationException", "{resp}");
+        assert!(resp.contains("Records[1].Data"), "{resp}");
+    }
+    assert_eq!(server.count_records("streaming-gv-user"), before, "a refused request produced a record");
+
+    let n = posted.len();
+    let mut run = s.spawn("run", &["run", "--no-progress", "--stop-after", &n.to_string()]);
+    s.wait_rows(n, Duration::from_secs(120), &mut [&mut run, &mut g]);
+    assert!(run.terminate(Duration::from_secs(30)).success(), "{}", run.tail());
+    let rows = s.rows();
+    assert_eq!(rows.values().map(Vec::len).sum::<usize>(), n, "one row per acknowledged record");
+    let mut by_at: HashMap<At, (&str, &serde_json::Map<String, Value>)> = HashMap::new();
+    for (table, rs) in &rows {
+        for r in rs {
+            let c = |k: &str| r[k].as_str().unwrap().to_string();
+            let at = (c("_source"), c("_stream"), c("_partition"), c("_position"));
+            assert!(by_at.insert(at, (table.as_str(), r)).is_none(), "a lineage key twice");
+        }
+    }
+    let data = |r: &serde_json::Map<String, Value>| -> Vec<(String, Value)> {
+        r.iter()
+            .filter(|(k, _)| !k.starts_with('_'))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    for (i, (kind, v)) in vectors.iter().enumerate() {
+        let mine: Vec<&(usize, &str, At)> = posted.iter().filter(|p| p.0 == i).collect();
+        let first = by_at[&mine[0].2];
+        for (_, shape, at) in &mine {
+            let (table, r) = by_at[at];
+            support::fixtures::check_row(*kind, v, table, r);
+            assert_eq!((table, data(r)), (first.0, data(first.1)), "{kind} {}: {shape} gives another row", v["case"]);
+        }
+    }
+    assert!(g.terminate(Duration::from_secs(20)).success(), "{}", g.tail());
+}

@@ -7,7 +7,14 @@
 //! dependency tree (DataFusion and deltalake rebuild). So the body is first validated by
 //! serde_json (strict RFC 8259: no NaN, no BOM, no trailing garbage), then [`Cursor`] walks
 //! only the envelope's outer levels and lets serde_json measure each member's value.
+//!
+//! A Kinesis `Data` comes in two shapes: a JSON value (the record itself, the old
+//! emulator's shape) or a JSON string holding the base64 of the record's bytes (the Kinesis
+//! API's shape). The decoded bytes are the record; a string that is not base64 is refused.
 
+use std::borrow::Cow;
+
+use base64::Engine as _;
 use serde::de::IgnoredAny;
 
 /// Why a body was refused: a 400 (not JSON) or a 422 (JSON of the wrong shape).
@@ -17,6 +24,9 @@ pub enum BodyError {
     Syntax(String),
     #[error("{0}")]
     Shape(String),
+    /// A `Data` string that is not base64: refused like malformed JSON (400).
+    #[error("{0}")]
+    Base64(String),
 }
 
 fn shape(msg: impl Into<String>) -> BodyError {
@@ -37,8 +47,9 @@ pub struct KafkaRecord<'a> {
 /// One record of a Kinesis-style request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KinesisRecord<'a> {
-    /// `Data`'s JSON text, exactly as sent.
-    pub data: &'a [u8],
+    /// The record's bytes: `Data`'s JSON text exactly as sent, or the bytes a base64
+    /// string decodes to.
+    pub data: Cow<'a, [u8]>,
     pub partition_key: String,
     pub explicit_hash_key: Option<String>,
 }
@@ -150,7 +161,7 @@ fn kinesis_entry<'a>(
     let (mut data, mut pk, mut hash) = (None, None, None);
     c.object(at, |c, key| {
         match key {
-            "Data" => data = Some(c.value()?),
+            "Data" => data = Some(data_bytes(c.value()?, at)?),
             "PartitionKey" => pk = Some(c.string(&format!("{at}.PartitionKey"))?),
             "ExplicitHashKey" => hash = Some(c.string(&format!("{at}.ExplicitHashKey"))?),
             "StreamName" if stream_name.is_some() => {
@@ -174,6 +185,27 @@ fn kinesis_entry<'a>(
         partition_key,
         explicit_hash_key: hash,
     })
+}
+
+/// Accepted base64: the standard alphabet (what the AWS SDKs, boto3 and the KPL send),
+/// padded or not.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// A `Data` value's record bytes: a string is base64 (decoded), anything else is the
+/// record as JSON text (kept as sent).
+fn data_bytes<'a>(v: &'a [u8], at: &str) -> Result<Cow<'a, [u8]>, BodyError> {
+    if v.first() != Some(&b'"') {
+        return Ok(Cow::Borrowed(v));
+    }
+    // A string in a validated body always deserializes; escapes (`\/`) are undone first.
+    let s: Cow<'_, str> = serde_json::from_slice(v).map_err(|e| BodyError::Syntax(e.to_string()))?;
+    BASE64
+        .decode(s.as_bytes())
+        .map(Cow::Owned)
+        .map_err(|e| BodyError::Base64(format!("{at}.Data: a string must be the base64 of the record ({e})")))
 }
 
 /// A short quote of a JSON text for error messages.
@@ -359,14 +391,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(one.stream_name.as_deref(), Some("streaming-p-pin"));
-        assert_eq!(one.records[0].data, br#"{"index":1,"title":"a \"q\" }"}"#);
+        assert_eq!(*one.records[0].data, br#"{"index":1,"title":"a \"q\" }"}"#[..]);
         assert_eq!(one.records[0].partition_key, "partition-1");
         let many = kinesis_records(
             br#"{"StreamName":"s","Records":[{"Data":{"a":1},"PartitionKey":"k"},{"Data":2,"PartitionKey":"\u00e9","ExplicitHashKey":"7"}]}"#,
         )
         .unwrap();
         assert_eq!(many.records.len(), 2);
-        assert_eq!(many.records[1].data, b"2");
+        assert_eq!(*many.records[1].data, b"2"[..]);
         assert_eq!(many.records[1].partition_key, "é");
         assert_eq!(many.records[1].explicit_hash_key.as_deref(), Some("7"));
         let err = |r: Result<KinesisBody<'_>, BodyError>| r.unwrap_err().to_string();
@@ -386,7 +418,39 @@ mod tests {
         .contains("unrecognized field \"StreamName\""));
     }
 
+    #[test]
+    fn kinesis_data_as_base64() {
+        let one = kinesis_record(br#"{"Data":"eyJpbmQiOjF9","PartitionKey":"k"}"#).unwrap();
+        assert_eq!(*one.records[0].data, br#"{"ind":1}"#[..]);
+        // Unpadded, and with a JSON escape in the string.
+        let one = kinesis_record(br#"{"Data":"eyJpbmQiOjF9\u003d","PartitionKey":"k"}"#).unwrap();
+        assert_eq!(*one.records[0].data, br#"{"ind":1}"#[..]);
+        let many = kinesis_records(br#"{"Records":[{"Data":"AP8=","PartitionKey":"k"},{"Data":"","PartitionKey":"k"}]}"#).unwrap();
+        assert_eq!(*many.records[0].data, [0u8, 255][..]);
+        assert!(many.records[1].data.is_empty());
+        for bad in [r#""not base64!""#, r#""eyJ""#, r#""eyJp bmQ=""#] {
+            let body = format!(r#"{{"Records":[{{"PartitionKey":"k","Data":{bad}}}]}}"#);
+            match kinesis_records(body.as_bytes()) {
+                Err(BodyError::Base64(m)) => assert!(m.starts_with("Records[0].Data: "), "{m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
     proptest::proptest! {
+        /// Either shape of `Data` gives the record's bytes: the JSON value's exact text, or
+        /// what the base64 string decodes to.
+        #[test]
+        fn kinesis_data_both_shapes(bytes in proptest::collection::vec(proptest::arbitrary::any::<u8>(), 0..200),
+                                    v in proptest::arbitrary::any::<Vec<(String, i64)>>(), ws in "[ \n\t]{0,3}") {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            let value = serde_json::to_string(&v).unwrap();
+            let body = format!("{{\"Records\":[{{\"Data\":{ws}\"{b64}\"{ws},\"PartitionKey\":\"k\"}},{{\"PartitionKey\":\"k\",\"Data\":{ws}{value}{ws}}}]}}");
+            let r = kinesis_records(body.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(&*r.records[0].data, &bytes[..]);
+            proptest::prop_assert_eq!(&*r.records[1].data, value.as_bytes());
+        }
+
         /// Whatever JSON value a record holds, the span found is exactly its text.
         #[test]
         fn spans_round_trip(v in proptest::arbitrary::any::<Vec<(String, i64, bool)>>(), ws in "[ \n\t]{0,3}") {

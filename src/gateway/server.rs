@@ -192,7 +192,7 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
 
 fn body_error(e: BodyError) -> Reject {
     match e {
-        BodyError::Syntax(_) => reject(400, 400, "SerializationException", e.to_string()),
+        BodyError::Syntax(_) | BodyError::Base64(_) => reject(400, 400, "SerializationException", e.to_string()),
         BodyError::Shape(m) => reject(422, 42200, "ValidationException", m),
     }
 }
