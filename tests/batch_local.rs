@@ -291,7 +291,7 @@ fn bad_config_and_bad_input_fail_clearly() {
     // Files outside the Kafka Connect layout and no --kind: refused before anything is written.
     let raw = dir.path().join("plain");
     std::fs::create_dir_all(&raw).unwrap();
-    std::fs::write(raw.join("a.json"), "{\"ind\":1}\n").unwrap();
+    std::fs::write(raw.join("a.json"), "{\"ind\":1,\"age\":30}\n").unwrap();
     let t = dir.path().join("t2");
     let out = pinpipe(
         &[
@@ -384,4 +384,116 @@ fn nasty_records_end_as_rows_or_dead_letters_with_their_bytes() {
             assert!(!r["error"].as_str().unwrap().is_empty(), "{kind} {what}: a reason");
         }
     }
+}
+
+/// Rows of every table keyed by lineage (object key without `.gz`, line), data columns only.
+fn rows_by_line(tables: &TablesConfig) -> HashMap<(String, String, String), Map<String, Value>> {
+    let mut out = HashMap::new();
+    for kind in Kind::ALL {
+        for name in [kind.to_string(), format!("{kind}_dead_letter")] {
+            for mut r in read(tables, &name) {
+                let key = (
+                    name.clone(),
+                    r["_partition"].as_str().unwrap().trim_end_matches(".gz").to_string(),
+                    r["_position"].as_str().unwrap().to_string(),
+                );
+                r.retain(|k, _| !k.starts_with('_'));
+                assert!(out.insert(key.clone(), r).is_none(), "{key:?} twice");
+            }
+        }
+    }
+    out
+}
+
+fn gzip_file(from: &Path, to: &Path) {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(&std::fs::read(from).unwrap()).unwrap();
+    std::fs::write(to, e.finish().unwrap()).unwrap();
+}
+
+#[test]
+fn sink_output_gzip_markers_stray_files_and_a_corrupt_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    let out = pinpipe(
+        &["emulate", "--count", "3000", "--seed", "11", "--no-progress", "--out", plain.to_str().unwrap()],
+        &[("PINPIPE__EMULATE__RECORDS_PER_FILE", "700".into())],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The same objects as the sink writes them with s3.compression.type=gzip, plus what
+    // else lands under a sink's prefix: markers, a stray file, another folder.
+    let gz = dir.path().join("gz");
+    let mut objects = Vec::new();
+    for e in walk(&plain) {
+        let rel = e.strip_prefix(&plain).unwrap().to_path_buf();
+        let to = gz.join(format!("{}.gz", rel.display()));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        gzip_file(&e, &to);
+        objects.push(to);
+    }
+    objects.sort();
+    let part = objects[0].parent().unwrap().to_path_buf();
+    std::fs::write(gz.join("_SUCCESS"), "").unwrap();
+    std::fs::write(part.join("notes.txt"), "{\"index\": 1, \"title\": \"not a record\"}\n").unwrap();
+    std::fs::write(part.join("blob.bin"), [0u8, 159, 146, 150]).unwrap();
+    std::fs::create_dir_all(gz.join("other")).unwrap();
+    std::fs::write(gz.join("other/readme.json"), "{\"ind\": 1, \"age\": 3}\n").unwrap();
+
+    let batch = |input: &Path, tables: &Path| {
+        pinpipe(
+            &["batch", "--no-progress", "--input", input.to_str().unwrap(), "--tables", tables.to_str().unwrap()],
+            &[],
+        )
+    };
+    let (t_plain, t_gz) = (dir.path().join("t_plain"), dir.path().join("t_gz"));
+    let a = batch(&plain, &t_plain);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let b = batch(&gz, &t_gz);
+    let said = String::from_utf8_lossy(&b.stdout);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    assert!(said.contains("objects skipped (outside the layout) 4"), "{said}");
+    let tables = |p: &Path| TablesConfig {
+        location: p.to_str().unwrap().into(),
+        ..Default::default()
+    };
+    let (rows_plain, rows_gz) = (rows_by_line(&tables(&t_plain)), rows_by_line(&tables(&t_gz)));
+    assert_eq!(rows_plain.len(), 9000, "every record of the plain objects");
+    assert!(rows_plain == rows_gz, "the gzip twins give other rows");
+
+    // A truncated gzip object: an error naming it, non-zero, and nothing from it committed.
+    let victim = &objects[objects.len() / 2];
+    let good = std::fs::read(victim).unwrap();
+    std::fs::write(victim, &good[..good.len() * 2 / 3]).unwrap();
+    let t = dir.path().join("t_fix");
+    let c = batch(&gz, &t);
+    let err = String::from_utf8_lossy(&c.stderr);
+    let victim_key = victim.strip_prefix(&gz).unwrap().to_str().unwrap().to_string();
+    assert!(!c.status.success(), "a corrupt object must fail the run");
+    assert!(err.contains(&victim_key) && err.contains("gzip"), "{err}");
+    let after_error = rows_by_line(&tables(&t));
+    let plain_key = victim_key.trim_end_matches(".gz");
+    assert!(
+        !after_error.keys().any(|(_, k, _)| k == plain_key),
+        "rows of the corrupt object were committed"
+    );
+    // Fixed: the rerun commits every record exactly once.
+    std::fs::write(victim, &good).unwrap();
+    let d = batch(&gz, &t);
+    assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    assert!(rows_by_line(&tables(&t)) == rows_plain, "after the fix: exactly the plain rows");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -1,8 +1,11 @@
 //! Batch backfill: raw JSON objects in a folder or under an S3 prefix, into the tables.
 //!
-//! Input layouts: JSON Lines, or one JSON document per object, in any folder structure; the
-//! Kafka Connect S3 sink layout `topics/<topic>/partition=<p>/<topic>+<p>+<offset>.json`
-//! gives each object its topic (hence its kind, from the topic suffix).
+//! Input: what the Kafka Connect S3 sink writes, `topics/<topic>/partition=<p>/` folders of
+//! `<topic>+<p>+<startOffset>.json` objects (or `.json.gz` with
+//! `s3.compression.type=gzip`), each JSON Lines or one JSON document. The topic gives the
+//! kind (its suffix). Anything else under the input (a `_SUCCESS` marker, another folder, a
+//! stray `notes.txt`) is skipped and counted, unless `--kind` says to read plain files: then
+//! every object outside the layout is read as that kind.
 //!
 //! Each object is a source partition of its own: `_stream` is the topic (or the object's
 //! folder), `_partition` the object key, `_position` the 1-based line number, and the
@@ -55,8 +58,22 @@ pub enum BatchError {
     },
     #[error("no objects under input {0}")]
     Empty(String),
-    #[error("cannot tell the kind of {key}: not in the Kafka Connect layout topics/<prefix>.pin|geo|user/... and no --kind given")]
-    UnknownKind { key: String },
+    #[error(
+        "nothing to read under input {input}: {skipped} objects, none in the Kafka Connect layout \
+         topics/<prefix>.pin|geo|user/partition=<p>/<topic>+<p>+<offset>.json[.gz] (e.g. {example}); \
+         give --kind to read plain files"
+    )]
+    NoLayout {
+        input: String,
+        skipped: usize,
+        example: String,
+    },
+    #[error("{key}: not a valid gzip object ({source}); nothing from it was committed")]
+    Gzip {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Writer(#[from] WriterError),
     #[error("objects still fenced by another writer after {0} rounds")]
@@ -73,6 +90,9 @@ pub struct BatchSummary {
     pub rows: BTreeMap<String, u64>,
     /// Records already in the tables from an earlier run, skipped.
     pub skipped: u64,
+    /// Objects under the input that were not read: outside the layout (without `--kind`),
+    /// hidden files and markers.
+    pub skipped_objects: usize,
     pub seconds: f64,
 }
 
@@ -99,7 +119,8 @@ impl BatchSummary {
             0.0
         };
         format!(
-            "batch: {} objects, {} records ({:.1} MB) in {:.2}s ({:.0} records/s); rows {}; dead letters {}; already present {}",
+            "batch: {} objects, {} records ({:.1} MB) in {:.2}s ({:.0} records/s); rows {}; dead letters {}; \
+             already present {}; objects skipped (outside the layout) {}",
             self.objects,
             self.records,
             self.input_bytes as f64 / 1e6,
@@ -107,7 +128,8 @@ impl BatchSummary {
             rate,
             rows.join(" "),
             self.dead_letters(),
-            self.skipped
+            self.skipped,
+            self.skipped_objects
         )
     }
 }
@@ -120,6 +142,8 @@ struct Object {
     stream: String,
     kind: Kind,
     size: u64,
+    /// `.gz`: gzip, decompressed before reading.
+    gzip: bool,
 }
 
 /// Opens an input location (folder or `s3://bucket/prefix`) as a store and a prefix.
@@ -158,26 +182,28 @@ pub fn kind_of_topic(topic: &str) -> Option<Kind> {
     topic.rsplit(['.', '-', '_']).next()?.parse().ok()
 }
 
-/// The topic of a Kafka Connect S3 sink object key, if the key has that layout.
+/// The topic of a Kafka Connect S3 sink object key, if the key has that layout:
+/// `.../topics/<topic>/partition=<p>/<topic>+<p>+<offset>.json[.gz]`.
 fn connect_topic(key: &str) -> Option<&str> {
     let parts: Vec<&str> = key.split('/').collect();
-    parts
-        .windows(3)
-        .find(|w| w[0] == "topics" && w[2].starts_with("partition="))
-        .map(|w| w[1])
+    let [.., "topics", topic, partition, name] = parts[..] else {
+        return None;
+    };
+    let p = partition.strip_prefix("partition=")?;
+    let stem = name.strip_suffix(".json.gz").or_else(|| name.strip_suffix(".json"))?;
+    let (rest, offset) = stem.rsplit_once('+')?;
+    let (t, part) = rest.rsplit_once('+')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (t == topic && part == p && digits(p) && digits(offset)).then_some(topic)
 }
 
-fn describe(
-    meta: &object_store::ObjectMeta,
-    kind: Option<Kind>,
-    prefix: &Path,
-    full_keys: bool,
-) -> Result<Option<Object>, BatchError> {
+/// What to do with one listed object: read it as `Object`, or skip it (`None`).
+fn describe(meta: &object_store::ObjectMeta, kind: Option<Kind>, prefix: &Path, full_keys: bool) -> Option<Object> {
     let full = meta.location.to_string();
     let name = meta.location.filename().unwrap_or("");
-    // Hidden files and markers (`_SUCCESS`, `.crc`) are not records.
+    // Hidden files and markers (`_SUCCESS`, `.crc`) are never records.
     if name.starts_with('.') || name.starts_with('_') {
-        return Ok(None);
+        return None;
     }
     let rel = meta
         .location
@@ -185,18 +211,19 @@ fn describe(
         .map(|p| p.map(|s| s.as_ref().to_string()).collect::<Vec<_>>().join("/"))
         .unwrap_or_else(|| full.clone());
     let key = if full_keys { full.clone() } else { rel.clone() };
+    // In the layout, the topic names the kind; outside it only `--kind` does.
     let (stream, kind) = match connect_topic(&rel) {
-        Some(topic) => (topic.to_string(), kind_of_topic(topic).or(kind)),
-        None => (rel.rsplit_once('/').map_or(".", |(d, _)| d).to_string(), kind),
+        Some(topic) => (topic.to_string(), kind_of_topic(topic).or(kind)?),
+        None => (rel.rsplit_once('/').map_or(".", |(d, _)| d).to_string(), kind?),
     };
-    let kind = kind.ok_or_else(|| BatchError::UnknownKind { key: key.clone() })?;
-    Ok(Some(Object {
+    Some(Object {
         path: meta.location.clone(),
+        gzip: name.ends_with(".gz"),
         key,
         stream,
         kind,
         size: meta.size,
-    }))
+    })
 }
 
 /// Runs the backfill into the writers and returns its totals.
@@ -215,14 +242,26 @@ pub async fn run(opts: &BatchOptions, tables: &TablesConfig, writers: &Writers) 
             input: opts.input.clone(),
             source,
         })?;
+    if metas.is_empty() {
+        return Err(BatchError::Empty(opts.input.clone()));
+    }
     let mut objects = Vec::new();
+    let mut skipped = Vec::new();
     for m in &metas {
-        if let Some(o) = describe(m, opts.kind, &prefix, full_keys)? {
-            objects.push(o);
+        match describe(m, opts.kind, &prefix, full_keys) {
+            Some(o) => objects.push(o),
+            None => skipped.push(m.location.to_string()),
         }
     }
     if objects.is_empty() {
-        return Err(BatchError::Empty(opts.input.clone()));
+        return Err(BatchError::NoLayout {
+            input: opts.input.clone(),
+            skipped: skipped.len(),
+            example: skipped.first().cloned().unwrap_or_default(),
+        });
+    }
+    for key in &skipped {
+        tracing::info!(%key, "skipped: not in the Kafka Connect layout (give --kind to read plain files)");
     }
     objects.sort_by(|a, b| a.key.cmp(&b.key));
     let total_bytes: u64 = objects.iter().map(|o| o.size).sum();
@@ -242,6 +281,7 @@ pub async fn run(opts: &BatchOptions, tables: &TablesConfig, writers: &Writers) 
     let mut summary = BatchSummary {
         objects: objects.len(),
         input_bytes: total_bytes,
+        skipped_objects: skipped.len(),
         ..Default::default()
     };
     let mut todo = objects;
@@ -346,6 +386,17 @@ async fn process(
             source,
         })?;
     let size = bytes.len() as u64;
+    // Decompressed whole before any row is handed over: a corrupt object commits nothing.
+    let bytes = if o.gzip {
+        let key = o.key.clone();
+        tokio::task::spawn_blocking(move || gunzip(&bytes))
+            .await
+            .expect("gunzip never panics")
+            .map_err(|source| BatchError::Gzip { key, source })?
+            .into()
+    } else {
+        bytes
+    };
     let (kind, stream, part) = (o.kind, o.stream.clone(), o.key.clone());
     let (batch_rows, max_bytes) = (opts.batch_rows, opts.max_record_bytes);
     // Cleaning is CPU work: off the async threads.
@@ -397,6 +448,14 @@ async fn process(
         }
     }
     Ok(result)
+}
+
+/// The content of a gzip object (every member, as `gzip -d` reads concatenated files).
+fn gunzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(bytes.len() * 4);
+    flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out)?;
+    Ok(out)
 }
 
 /// Splits an object into records and cleans them, skipping lines already committed.
@@ -497,7 +556,24 @@ mod tests {
             connect_topic("raw/topics/abc.pin/partition=0/abc.pin+0+0000000000.json"),
             Some("abc.pin")
         );
+        assert_eq!(
+            connect_topic("topics/a+b.geo/partition=12/a+b.geo+12+7.json.gz"),
+            Some("a+b.geo")
+        );
         assert_eq!(connect_topic("topics/x.geo/notpartition/f.json"), None);
+        // The sink's own naming only: stray files, other extensions, mismatched names.
+        for stray in [
+            "topics/x.geo/partition=0/notes.txt",
+            "topics/x.geo/partition=0/x.geo+0+1.txt",
+            "topics/x.geo/partition=0/x.geo+0+1.json.zst",
+            "topics/x.geo/partition=0/y.geo+0+1.json",
+            "topics/x.geo/partition=0/x.geo+1+1.json",
+            "topics/x.geo/partition=0/x.geo+0+a.json",
+            "topics/x.geo/partition=0/sub/x.geo+0+1.json",
+            "topics/x.geo/x.geo+0+1.json",
+        ] {
+            assert_eq!(connect_topic(stray), None, "{stray}");
+        }
         assert_eq!(kind_of_topic("0a1b.user"), Some(Kind::User));
         assert_eq!(kind_of_topic("streaming-x-geo"), Some(Kind::Geo));
         assert_eq!(kind_of_topic("pins"), None);
@@ -514,5 +590,21 @@ mod tests {
         assert_eq!(split_records(b"{\nnope\n").len(), 2);
         assert_eq!(records_end(b"x"), 1);
         assert!(split_records(b"").is_empty());
+    }
+
+    #[test]
+    fn gzip_members_and_corruption() {
+        use std::io::Write;
+        let gz = |b: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(b).unwrap();
+            e.finish().unwrap()
+        };
+        let mut two = gz(b"{\"a\":1}\n");
+        two.extend(gz(b"{\"b\":2}\n"));
+        assert_eq!(gunzip(&two).unwrap(), b"{\"a\":1}\n{\"b\":2}\n");
+        let one = gz(b"{\"a\":1}\n");
+        assert!(gunzip(&one[..one.len() - 5]).is_err(), "truncated");
+        assert!(gunzip(b"{\"a\":1}").is_err(), "not gzip");
     }
 }
