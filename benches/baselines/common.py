@@ -43,8 +43,11 @@ def fixtures(path=None):
     """[(kind, case, raw bytes, expect dict or None, reject prefix or None)]."""
     path = path or os.environ.get("PINPIPE_FIXTURES", FIXTURES)
     out = []
-    for kind in KINDS:
-        with open(os.path.join(path, f"{kind}.jsonl"), encoding="utf-8") as f:
+    files = [(kind, os.path.join(path, f"{kind}.jsonl")) for kind in KINDS]
+    # Vectors of rules added since, while they wait to be merged into <kind>.jsonl.
+    files += [(kind, p) for kind in KINDS if os.path.exists(p := os.path.join(path, "pending", f"{kind}.jsonl"))]
+    for kind, file in files:
+        with open(file, encoding="utf-8") as f:
             for line in f:
                 if line.strip():
                     v = json.loads(line)

@@ -188,8 +188,23 @@ def to_count(v):
 PIN_TEXT = ("unique_id", "title", "description", "poster_name", "tag_list", "is_image_or_video", "image_src", "save_location", "category")
 
 
+FIELDS = {
+    "pin": ("unique_id", "title", "description", "poster_name", "follower_count", "tag_list",
+            "is_image_or_video", "image_src", "downloaded", "save_location", "category"),
+    "geo": ("timestamp", "latitude", "longitude", "country"),
+    "user": ("first_name", "last_name", "age", "date_joined"),
+}
+
+
+def wrong_kind(v, kind):
+    """Rule 8, after the key: none of the kind's other fields is present (null counts)."""
+    if not any(f in v for f in FIELDS[kind]):
+        raise Reject(f"wrong kind: no {kind} fields")
+
+
 def clean_pin(v):
     ind = key(v.get("index"), "index")
+    wrong_kind(v, "pin")
     count = to_count(v.get("follower_count"))
     text = [to_str(v.get(f), f) for f in PIN_TEXT]
     return (ind, count, *text, to_int(v.get("downloaded"), "downloaded", *I32))
@@ -197,6 +212,7 @@ def clean_pin(v):
 
 def clean_geo(v):
     ind = key(v.get("ind"), "ind")
+    wrong_kind(v, "geo")
     lat = to_float(v.get("latitude"), "latitude")
     lon = to_float(v.get("longitude"), "longitude")
     if lat is not None and not -90 <= lat <= 90:
@@ -208,6 +224,7 @@ def clean_geo(v):
 
 def clean_user(v):
     ind = key(v.get("ind"), "ind")
+    wrong_kind(v, "user")
     first = to_str(v.get("first_name"), "first_name")
     last = to_str(v.get("last_name"), "last_name")
     return (ind, first, last, to_int(v.get("age"), "age", *I32), to_ts(v.get("date_joined"), "date_joined"))

@@ -118,6 +118,14 @@ def cleaner():
     def null_if(col, *values):
         return F.when(~col.isin(*values), col)
 
+    def wrong_kind(v, kind, fields):
+        # Rule 8: none of the kind's other fields present (a JSON null counts as present).
+        present = [typ(v, f).isNotNull() for f in fields]
+        anything = present[0]
+        for p in present[1:]:
+            anything = anything | p
+        return F.when(~anything, F.lit(f"wrong kind: no {kind} fields"))
+
     def pin(v):
         ind, e0 = key(v, "index")
         fc_s, e1 = to_str(v, "follower_count")
@@ -131,7 +139,9 @@ def cleaner():
             .when(fc_s.isNotNull() & (num.isNull() | (num > I64[1])), F.lit("follower_count: out of range"))
             .when(fc_s.isNotNull() & (num != F.floor(num)), F.lit("follower_count: not a count")),
         )
-        cols, errs = {"ind": ind}, [e0, e1]
+        ek = wrong_kind(v, "pin", ("unique_id", "title", "description", "poster_name", "follower_count", "tag_list",
+                                    "is_image_or_video", "image_src", "downloaded", "save_location", "category"))
+        cols, errs = {"ind": ind}, [e0, ek, e1]
         for f in ("unique_id", "title", "description", "poster_name", "tag_list", "is_image_or_video", "image_src", "save_location", "category"):
             cols[f], e = to_str(v, f)
             errs.append(e)
@@ -164,7 +174,8 @@ def cleaner():
         ts, e6 = to_ts(v, "timestamp")
         coords = F.when(lat.isNotNull() & lon.isNotNull(), F.array(lat, lon))
         out = [ind.alias("ind"), country.alias("country"), coords.alias("coordinates"), ts.alias("timestamp")]
-        return out, [e0, e1, e2, e3, e4, e5, e6]
+        ek = wrong_kind(v, "geo", ("timestamp", "latitude", "longitude", "country"))
+        return out, [e0, ek, e1, e2, e3, e4, e5, e6]
 
     def user(v):
         ind, e0 = key(v, "ind")
@@ -174,7 +185,8 @@ def cleaner():
         joined, e4 = to_ts(v, "date_joined")
         name = F.when(first.isNotNull() | last.isNotNull(), F.concat_ws(" ", first, last))
         out = [ind.alias("ind"), name.alias("user_name"), age.try_cast("int").alias("age"), joined.alias("date_joined")]
-        return out, [e0, e1, e2, e3, e4]
+        ek = wrong_kind(v, "user", ("first_name", "last_name", "age", "date_joined"))
+        return out, [e0, ek, e1, e2, e3, e4]
 
     def parse(line):
         """(variant, whole-record error)."""
