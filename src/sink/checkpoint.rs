@@ -105,6 +105,26 @@ pub enum Position {
     Sequence(String),
 }
 
+impl Position {
+    /// Whether a table holding `self` already has the record whose mark is `mark` (the
+    /// position a table holds once that record is in it: the next offset after it, its
+    /// sequence number, its line number). Positions of different sources never cover
+    /// each other.
+    pub fn covers(&self, mark: &Position) -> bool {
+        match (self, mark) {
+            (Position::Offset(stored), Position::Offset(m)) => m <= stored,
+            (Position::Sequence(stored), Position::Sequence(m)) => seq_cmp(m, stored).is_le(),
+            _ => false,
+        }
+    }
+}
+
+/// Orders two decimal sequence numbers (any length, leading zeros ignored).
+pub fn seq_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -128,6 +148,8 @@ pub enum CheckpointError {
 }
 
 const CHUNK_DIGITS: usize = 18;
+/// Chunk values are below 10^18.
+const CHUNK_LIMIT: i64 = 1_000_000_000_000_000_000;
 const MAX_CHUNKS: usize = 8;
 const ENC: &AsciiSet = &CONTROLS.add(b'%').add(b':');
 
@@ -262,9 +284,28 @@ impl CheckpointIndex {
             }
             let parsed: TxnLine = serde_json::from_slice(line).map_err(|e| e.to_string())?;
             if let Some(t) = parsed.txn {
-                self.txns.insert(t.app_id, t.version);
+                self.insert_read(t.app_id, t.version)?;
             }
         }
+        Ok(())
+    }
+
+    /// A `txn` read from the log (ours, another pinpipe's, or a foreign tool's). Values a
+    /// pinpipe writer never stores are refused here, so a damaged or foreign log is an
+    /// error naming the app id instead of a huge allocation or a negative offset (which
+    /// librdkafka would take for "the end") later.
+    fn insert_read(&mut self, app_id: String, version: i64) -> Result<(), String> {
+        let bad = |what: &str| Err(format!("txn {app_id:?} has version {version}: {what}"));
+        if app_id.starts_with("pinpipe:") && version < 0 {
+            return bad("a position is never negative");
+        }
+        if app_id.starts_with("pinpipe.seq:") && !(1..=MAX_CHUNKS as i64).contains(&version) {
+            return bad(&format!("a sequence number has 1..={MAX_CHUNKS} chunks"));
+        }
+        if app_id.starts_with("pinpipe.seq.") && !(0..CHUNK_LIMIT).contains(&version) {
+            return bad("a sequence chunk has at most 18 digits");
+        }
+        self.txns.insert(app_id, version);
         Ok(())
     }
 
@@ -332,7 +373,7 @@ impl CheckpointIndex {
             };
             for i in 0..txn.len() {
                 if txn.is_valid(i) && app.is_valid(i) && ver.is_valid(i) {
-                    self.txns.insert(app.value(i).to_owned(), ver.value(i));
+                    self.insert_read(app.value(i).to_owned(), ver.value(i))?;
                 }
             }
         }
@@ -359,9 +400,12 @@ impl CheckpointIndex {
     }
 
     fn sequence(&self, suffix: &str) -> Option<Position> {
-        let n = *self.txns.get(&format!("pinpipe.seq:{suffix}"))? as usize;
+        // The header count was range-checked when read (`insert_read`) or written by us.
+        let n = usize::try_from(*self.txns.get(&format!("pinpipe.seq:{suffix}"))?)
+            .ok()?
+            .min(MAX_CHUNKS);
         let mut s = String::with_capacity(n * CHUNK_DIGITS);
-        for i in 0..n.min(MAX_CHUNKS) {
+        for i in 0..n {
             let v = self.txns.get(&format!("pinpipe.seq.{i}:{suffix}"))?;
             s.push_str(&format!("{v:0>CHUNK_DIGITS$}"));
         }
@@ -410,6 +454,43 @@ mod tests {
         assert_eq!(idx.get("pin", &key()), Some(Position::Sequence("7".into())));
         assert_eq!(idx.all("pin").len(), 1);
         assert!(idx.all("geo").is_empty());
+    }
+
+    #[test]
+    fn damaged_or_foreign_txn_values_are_errors_not_panics() {
+        let suffix = app_suffix("pin", &key());
+        for (app, version) in [
+            (format!("pinpipe.seq:{suffix}"), -1),
+            (format!("pinpipe.seq:{suffix}"), i64::MAX),
+            (format!("pinpipe.seq:{suffix}"), 0),
+            (format!("pinpipe.seq.0:{suffix}"), -7),
+            (format!("pinpipe.seq.0:{suffix}"), CHUNK_LIMIT),
+            (format!("pinpipe:{suffix}"), -2),
+        ] {
+            let line = format!("{{\"txn\":{{\"appId\":{app:?},\"version\":{version}}}}}\n");
+            let mut idx = CheckpointIndex::new();
+            let e = idx.apply_commit(line.as_bytes()).unwrap_err();
+            assert!(e.contains(&app) && e.contains(&version.to_string()), "{e}");
+        }
+        // Foreign app ids are kept as they are, whatever their version.
+        let mut idx = CheckpointIndex::new();
+        idx.apply_commit(b"{\"txn\":{\"appId\":\"kdi-0\",\"version\":-1}}\n")
+            .unwrap();
+        assert!(idx.all("pin").is_empty());
+    }
+
+    #[test]
+    fn positions_cover_records_up_to_them() {
+        let off = Position::Offset;
+        // Kafka: the table holds the next offset; the record at offset 4 has mark 5.
+        assert!(off(5).covers(&off(5)));
+        assert!(!off(5).covers(&off(6)));
+        // Kinesis: the table holds the last sequence number; numbers compare as decimals.
+        let seq = |s: &str| Position::Sequence(s.into());
+        assert!(seq("10").covers(&seq("9")));
+        assert!(seq("10").covers(&seq("0010")));
+        assert!(!seq("9").covers(&seq("10")));
+        assert!(!off(5).covers(&seq("1")) && !seq("9").covers(&off(1)));
     }
 
     #[test]

@@ -6,17 +6,19 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 
 use arrow_schema::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::StructType;
 use deltalake::{DeltaTable, DeltaTableError, TableProperty};
+use object_store::path::Path;
+use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::clean::Kind;
+use crate::validate::{ensure, invalid, Invalid};
 
 /// Storage settings of the tables (the `[tables]` config section).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,13 +79,14 @@ pub enum TableError {
     SchemaMismatch { table: String, detail: String },
 }
 
-/// The name of a clean table (`pin`) or its dead-letter table (`pin_dead_letter`).
-pub fn table_name(kind: Kind, dead_letter: bool) -> String {
-    if dead_letter {
-        format!("{}_dead_letter", kind.as_str())
-    } else {
-        kind.as_str().to_string()
-    }
+/// A location opened as an object store: the raw input of `pinpipe batch`, the lease
+/// objects, the emulator's output.
+pub struct StoreLocation {
+    pub store: Arc<dyn ObjectStore>,
+    /// The location's prefix inside `store`.
+    pub prefix: Path,
+    /// On S3 (keys are named in full; a folder's keys are relative to it).
+    pub remote: bool,
 }
 
 impl TablesConfig {
@@ -111,6 +114,78 @@ impl TablesConfig {
             o.insert("max_retries".into(), self.max_retries.to_string());
         }
         o
+    }
+
+    /// Checks the section; errors name the key.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        location_url(&self.location).map_err(|e| {
+            invalid(
+                "tables.location",
+                format!("{e} (allowed: a folder path or s3://bucket/prefix)"),
+            )
+        })?;
+        ensure(
+            self.checkpoint_interval > 0,
+            "tables.checkpoint_interval",
+            "must be at least 1",
+        )?;
+        ensure(
+            self.request_timeout_ms >= 100,
+            "tables.request_timeout_ms",
+            "must be at least 100",
+        )?;
+        ensure(self.max_retries <= 100, "tables.max_retries", "must be at most 100")?;
+        if let Some(ep) = &self.endpoint {
+            ensure(
+                ep.starts_with("http://") || ep.starts_with("https://"),
+                "tables.endpoint",
+                format!("{ep:?} is not an http:// or https:// URL"),
+            )?;
+            ensure(
+                !ep.starts_with("http://") || self.allow_http,
+                "tables.endpoint",
+                "an http:// endpoint needs tables.allow_http = true",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Opens `location` (a folder, which must exist, or `s3://bucket/prefix`) with the
+    /// tables' S3 settings: the same endpoint and credentials serve every location.
+    pub fn open_store(&self, location: &str) -> Result<StoreLocation, TableError> {
+        let bad = |reason: String| TableError::Location {
+            location: location.to_string(),
+            reason,
+        };
+        if location.starts_with("s3://") || location.starts_with("s3a://") {
+            let url = Url::parse(location).map_err(|e| bad(e.to_string()))?;
+            let bucket = url
+                .host_str()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| bad("an s3 URI needs a bucket".into()))?;
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            for (k, v) in self.storage_options() {
+                if let Ok(key) = k.to_ascii_lowercase().parse() {
+                    b = b.with_config(key, v);
+                }
+            }
+            let store = b.build().map_err(|e| bad(e.to_string()))?;
+            return Ok(StoreLocation {
+                store: Arc::new(store),
+                prefix: Path::from(url.path().trim_matches('/')),
+                remote: true,
+            });
+        }
+        let dir = std::path::Path::new(location.strip_prefix("file://").unwrap_or(location));
+        if !dir.is_dir() {
+            return Err(bad("not a folder (or it does not exist)".into()));
+        }
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| bad(e.to_string()))?;
+        Ok(StoreLocation {
+            store: Arc::new(store),
+            prefix: Path::from(""),
+            remote: false,
+        })
     }
 
     /// The URL of the root under which all tables live.

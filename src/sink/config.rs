@@ -1,0 +1,86 @@
+//! The `[writer]` config section: when a table writer flushes and how it writes files.
+
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use serde::{Deserialize, Serialize};
+
+use crate::validate::{ensure, Invalid};
+
+/// Flush thresholds and file layout (the `[writer]` config section).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WriterConfig {
+    /// Flush when this many rows are buffered.
+    pub max_rows: usize,
+    /// Flush when the buffered Arrow data reaches this many bytes. Per table: a process
+    /// writes six tables, so it holds up to six times this (plus the open row groups).
+    pub max_bytes: usize,
+    /// Flush when the oldest buffered row is this old (milliseconds).
+    pub max_age_ms: u64,
+    /// Roll to a new Parquet file past this size (bytes).
+    pub target_file_size: u64,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// zstd level (1..=22).
+    pub zstd_level: i32,
+    /// Attempts of one flush before its error is returned. Each attempt re-reads the
+    /// table's positions, writes the files if the set of keys changed, and commits.
+    pub commit_attempts: u32,
+    /// Inside one attempt, how often the Delta commit is retried on a newer table version
+    /// when another writer committed first (Delta's conflict checker passed). Separate from
+    /// `commit_attempts`: a flush makes at most `commit_attempts x (1 + conflict_retries)`
+    /// commit tries.
+    pub conflict_retries: u32,
+    /// Messages queued per writer before senders wait.
+    pub mailbox: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            max_rows: 200_000,
+            // 32 MiB: the pin table (the widest rows) flushes near 100k rows, and a process
+            // writing all six tables stays under 300 MiB RSS (BENCHMARKS.md).
+            max_bytes: 32 << 20,
+            max_age_ms: 10_000,
+            target_file_size: 128 << 20,
+            row_group_rows: 128 * 1024,
+            zstd_level: 3,
+            commit_attempts: 10,
+            conflict_retries: 10,
+            mailbox: 16,
+        }
+    }
+}
+
+impl WriterConfig {
+    pub fn writer_properties(&self) -> WriterProperties {
+        WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(self.zstd_level).unwrap_or_default(),
+            ))
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
+            .build()
+    }
+
+    /// Checks the section; errors name the key.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        ensure(self.max_rows > 0, "writer.max_rows", "must be at least 1")?;
+        ensure(self.max_bytes >= 1024, "writer.max_bytes", "must be at least 1024")?;
+        ensure(self.max_age_ms > 0, "writer.max_age_ms", "must be at least 1")?;
+        ensure(
+            (1..=22).contains(&self.zstd_level),
+            "writer.zstd_level",
+            format!("{} is outside the allowed 1..=22", self.zstd_level),
+        )?;
+        ensure(self.row_group_rows > 0, "writer.row_group_rows", "must be at least 1")?;
+        ensure(self.commit_attempts > 0, "writer.commit_attempts", "must be at least 1")?;
+        ensure(
+            self.conflict_retries <= 1000,
+            "writer.conflict_retries",
+            format!("{} (allowed: 0..=1000)", self.conflict_retries),
+        )?;
+        Ok(())
+    }
+}
