@@ -1,188 +1,38 @@
-//! `pinpipe run` and `pinpipe demo`: the Kafka source driving the table writers.
-//!
-//! The demo is the embedded default: librdkafka's mock cluster (a Kafka-protocol broker
+//! `pinpipe demo`, the embedded default: librdkafka's mock cluster (a Kafka-protocol broker
 //! inside this process), the three topics with several partitions, the emulator producing
-//! into them and the processor consuming them into local Delta tables, all in one process.
+//! into them and `pinpipe run` consuming them into local Delta tables, all in one process.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::mocking::MockCluster;
 
-use crate::clean::Kind;
-use crate::config::Config;
+use crate::config::EmulateConfig;
 use crate::metrics::{self, Health};
-use crate::sink::Writers;
-use crate::sources::kafka::{self, RunStats};
-use crate::sources::kinesis;
+use crate::run::{run_with, RunConfig, RunOptions, RunSummary};
+use crate::sources::RunStats;
 
-/// Totals of a run.
-#[derive(Debug, Default, Clone)]
-pub struct RunSummary {
-    pub records: u64,
-    pub rows: std::collections::BTreeMap<String, u64>,
-    pub seconds: f64,
+/// Errors of the demo.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("the embedded broker: {0}")]
+    Broker(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
+    #[error("the emulator: {0}")]
+    Emulator(#[from] crate::emulate::kafka::ProduceError),
 }
 
-impl RunSummary {
-    pub fn line(&self) -> String {
-        let dead: u64 = self
-            .rows
-            .iter()
-            .filter(|(t, _)| t.ends_with("_dead_letter"))
-            .map(|(_, n)| n)
-            .sum();
-        let rows: Vec<String> = self
-            .rows
-            .iter()
-            .filter(|(t, _)| !t.ends_with("_dead_letter"))
-            .map(|(t, n)| format!("{t}={n}"))
-            .collect();
-        format!(
-            "run: {} records in {:.2}s ({:.0} records/s); rows {}; dead letters {}",
-            self.records,
-            self.seconds,
-            self.records as f64 / self.seconds.max(1e-9),
-            rows.join(" "),
-            dead
-        )
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-/// Consumes until a signal, or until this process committed `stop_after` rows (clean and
-/// dead-letter together; then drains, commits and leaves the group). Shows live progress
-/// when `progress`.
-pub async fn run(cfg: &Config, stop_after: Option<u64>, progress: bool) -> anyhow::Result<RunSummary> {
-    // Before the tables open (which can take a while on S3): liveness answers at once,
-    // readiness says what it waits for.
-    let health = Health::new();
-    let server = metrics::serve(&cfg.metrics, health.clone())?;
-    let r = run_with(cfg, stop_after, progress, Arc::new(RunStats::default()), health).await;
-    if let Some(s) = server {
-        s.stop().await;
-    }
-    r
-}
-
-async fn run_with(
-    cfg: &Config,
-    stop_after: Option<u64>,
-    progress: bool,
-    stats: Arc<RunStats>,
-    health: Arc<Health>,
-) -> anyhow::Result<RunSummary> {
-    let started = Instant::now();
-    let writers = Arc::new(Writers::start(&cfg.tables, &cfg.writer, &Kind::ALL, None).await?);
-    health.set_tables_open();
-    let bar = if progress {
-        ProgressBar::new_spinner()
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}").expect("static template"));
-    let stop = {
-        let stats = stats.clone();
-        let writers = writers.clone();
-        let bar = bar.clone();
-        async move {
-            let reached = async {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let n = stats.records.load(Ordering::Relaxed);
-                    let committed = writers.stats().await;
-                    let dead: u64 = committed
-                        .iter()
-                        .filter(|(t, _)| t.ends_with("_dead_letter"))
-                        .map(|(_, n)| n)
-                        .sum();
-                    let total: u64 = committed.values().sum();
-                    bar.set_message(format!(
-                        "records in {n}, rows committed {}, dead letters {dead}",
-                        total - dead
-                    ));
-                    if stop_after.is_some_and(|s| total >= s) {
-                        break;
-                    }
-                }
-            };
-            tokio::select! {
-                _ = reached => {}
-                _ = shutdown_signal() => {}
-            }
-        }
-    };
-    // One stop for both sources; each drains and commits on its own. A source that fails
-    // stops the other one too.
-    let (stopping, stopped) = tokio::sync::watch::channel(false);
-    let wait = || {
-        let mut rx = stopped.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let failed = |r: anyhow::Result<()>| {
-        if r.is_err() {
-            let _ = stopping.send(true);
-        }
-        r
-    };
-    let kafka = async {
-        if !cfg.kafka.enabled {
-            return Ok(());
-        }
-        let (w, s, h) = (writers.clone(), stats.clone(), health.clone());
-        let r = kafka::run(&cfg.kafka, cfg.clean.max_record_bytes, w, s, h, wait()).await;
-        failed(r.map_err(Into::into))
-    };
-    let kinesis = async {
-        if !cfg.kinesis.enabled {
-            return Ok(());
-        }
-        let (w, s, h) = (writers.clone(), stats.clone(), health.clone());
-        let r = kinesis::run(&cfg.kinesis, &cfg.tables, cfg.clean.max_record_bytes, w, s, h, wait()).await;
-        failed(r.map_err(Into::into))
-    };
-    let sources = async {
-        let (a, b) = tokio::join!(kafka, kinesis);
-        a.and(b)
-    };
-    let mut sources = std::pin::pin!(sources);
-    tokio::select! {
-        r = &mut sources => r?,
-        _ = stop => {
-            let _ = stopping.send(true);
-            sources.await?
-        }
-    }
-    bar.finish_and_clear();
-    Ok(RunSummary {
-        records: stats.records.load(Ordering::Relaxed),
-        rows: writers.stats().await,
-        seconds: started.elapsed().as_secs_f64(),
-    })
-}
-
-/// The embedded demo: mock broker, topics, emulator and processor in one process.
-pub async fn demo(cfg: &mut Config, count: u64, partitions: i32) -> anyhow::Result<RunSummary> {
+/// Runs the demo: `count` posts (three records each) over `partitions` per topic.
+pub async fn demo(
+    mut cfg: RunConfig,
+    emulate: &EmulateConfig,
+    count: u64,
+    partitions: i32,
+) -> Result<RunSummary, DemoError> {
     let mock = MockCluster::new(1)?;
     cfg.kafka.brokers = mock.bootstrap_servers();
+    cfg.kafka.enabled = true;
+    cfg.kinesis.enabled = false;
     // The mock broker is new on every run, its offsets start at 0 again: new topic names
     // make them new source partitions, so rows append to existing tables instead of being
     // taken for what an earlier demo already committed.
@@ -198,7 +48,7 @@ pub async fn demo(cfg: &mut Config, count: u64, partitions: i32) -> anyhow::Resu
     cfg.writer.max_age_ms = cfg.writer.max_age_ms.min(2_000);
     let stats = Arc::new(RunStats::default());
     let producer = {
-        let (e, k, st) = (cfg.emulate.clone(), cfg.kafka.clone(), stats.clone());
+        let (e, k, st) = (emulate.clone(), cfg.kafka.clone(), stats.clone());
         tokio::spawn(async move {
             // The mock broker keeps ~5 MiB per partition: stay close to the consumer.
             let r = crate::emulate::kafka::produce(&e, &k, count, None, false, Some((&st, 5_000))).await;
@@ -216,13 +66,17 @@ pub async fn demo(cfg: &mut Config, count: u64, partitions: i32) -> anyhow::Resu
             None
         }
     };
-    let summary = run_with(cfg, Some(count * 3), true, stats, health).await;
+    let opts = RunOptions {
+        stop_after: Some(count * 3),
+        progress: true,
+    };
+    let summary = run_with(&cfg, opts, stats, health).await;
     if let Some(s) = server {
         s.stop().await;
     }
     let summary = summary?;
     if producer.is_finished() {
-        producer.await??;
+        producer.await.expect("the emulator task never panics")?;
     } else {
         // Stopped by a signal before everything was produced.
         producer.abort();

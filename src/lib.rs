@@ -2,16 +2,22 @@
 //!
 //! Layout follows the data flow:
 //! - [`clean`]: per-record cleaning into typed Arrow rows or dead-letter reasons.
-//! - [`sources`]: where records come from (batch files; Kafka and Kinesis later).
 //! - [`sink`]: Delta tables, the per-table writer actor and same-commit checkpoints.
-//! - [`emulate`]: the deterministic generator of posts.
-//! - [`metrics`]: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` server.
+//! - [`sources`]: where records come from (Kafka, Kinesis, batch files) and the one
+//!   routing rule they share.
+//! - [`run`] and [`demo`]: `pinpipe run` (the sources driving the writers) and the
+//!   embedded demo; [`gateway`]: the ingest HTTP API; [`emulate`]: the post generator.
 //! - [`report`] and [`maintain`]: the analytics questions (DataFusion SQL) and table upkeep.
-//! - [`config`]: the configuration file, overrides and validation.
+//! - [`metrics`]: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` routes.
+//! - [`config`]: the configuration file and overrides, gathering each component's section.
+//! - At the bottom: [`shutdown`] (one stop for every loop), [`backoff`] (one retry pause),
+//!   [`actors`] (the actix state helper), [`validate`] (the config error).
 // Error enums carry the table and source key they concern; they are on the cold path, so
 // their size is not worth boxing every variant.
 #![allow(clippy::result_large_err)]
 
+pub mod actors;
+pub mod backoff;
 pub mod clean;
 pub mod config;
 pub mod demo;
@@ -20,8 +26,11 @@ pub mod gateway;
 pub mod maintain;
 pub mod metrics;
 pub mod report;
+pub mod run;
+pub mod shutdown;
 pub mod sink;
 pub mod sources;
+pub mod validate;
 
 /// Runs `fut` inside an actix `System` backed by a multi-threaded tokio runtime: writer
 /// actors get their own arbiter threads, cleaning and I/O use the runtime's workers.

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use deltalake::{DeltaTable, DeltaTableError};
 
-use crate::clean::Kind;
-use crate::sink::table::{table_name, TableError};
+use crate::sink::table::TableError;
+use crate::sink::table_names;
 use crate::sink::TablesConfig;
 
 /// What `pinpipe maintain` does.
@@ -100,12 +100,9 @@ fn file_count(table: &DeltaTable) -> usize {
 /// Maintains the six tables under `tables` (missing ones are skipped).
 pub async fn run(tables: &TablesConfig, opts: &MaintainOptions) -> Result<Vec<TableReport>, MaintainError> {
     let mut out = Vec::new();
-    for kind in Kind::ALL {
-        for dl in [false, true] {
-            let name = table_name(kind, dl);
-            if let Some(table) = tables.open_existing(&name).await? {
-                out.push(maintain(table, &name, opts).await?);
-            }
+    for name in table_names() {
+        if let Some(table) = tables.open_existing(&name).await? {
+            out.push(maintain(table, &name, opts).await?);
         }
     }
     Ok(out)

@@ -1,35 +1,37 @@
-//! Shared by the bench binaries: pinpipe's cleaner over records held in memory.
+//! Shared by the bench binaries: pinpipe's routing of records held in memory, the same
+//! rule the sources run (`pinpipe::sources::partition::Router`).
 
-use pinpipe::clean::{self, CleanBatchBuilder, DeadLetterBatchBuilder, Kind, Lineage};
+use pinpipe::clean::{self, Kind};
+use pinpipe::sink::{PerTable, Position, SourceKey, SourceKind};
+use pinpipe::sources::partition::Router;
 
-/// Cleans every record into Arrow batches of 8 192 rows on this thread, as a partition
+/// Routes every record into Arrow batches of 8 192 rows on this thread, as a partition
 /// actor does; returns (clean rows, dead letters).
 pub fn clean_all(records: &[(Kind, Vec<u8>)]) -> (usize, usize) {
-    let lineage = Lineage {
-        source: "batch",
-        stream: "bench",
-        partition: "0",
-        ingested_at: 0,
-    };
-    let mut builders = Kind::ALL.map(CleanBatchBuilder::new);
-    let mut dead = DeadLetterBatchBuilder::default();
+    let mut routers = Kind::ALL.map(|k| {
+        let key = SourceKey::new(SourceKind::Batch, "bench", "0");
+        Router::new(k, key, PerTable::default(), clean::DEFAULT_MAX_RECORD_BYTES)
+    });
     let mut pos = itoa::Buffer::new();
-    let mut rows = 0usize;
-    for (i, (k, r)) in records.iter().enumerate() {
-        let p = pos.format(i);
-        match clean::clean(*k, r, clean::DEFAULT_MAX_RECORD_BYTES) {
-            Ok(row) => {
-                let b = &mut builders[*k as usize];
-                b.append(&row, &lineage, p);
-                if b.len() == 8192 {
-                    rows += b.finish().num_rows();
-                }
+    let (mut rows, mut dead) = (0usize, 0usize);
+    let mut count = |appends: Vec<(pinpipe::sink::TableRole, pinpipe::sink::Append)>| {
+        for (role, a) in appends {
+            let n = a.batch.map_or(0, |b| b.num_rows());
+            match role {
+                pinpipe::sink::TableRole::Clean => rows += n,
+                pinpipe::sink::TableRole::DeadLetter => dead += n,
             }
-            Err(e) => dead.append(&lineage, p, &e.to_string(), r),
+        }
+    };
+    for (i, (k, r)) in records.iter().enumerate() {
+        let router = &mut routers[*k as usize];
+        router.route(r, Position::Offset(i as i64 + 1), pos.format(i), 0);
+        if router.buffered() >= 8192 {
+            count(router.hand_over());
         }
     }
-    for b in &mut builders {
-        rows += b.finish().num_rows();
+    for router in &mut routers {
+        count(router.hand_over());
     }
-    (rows, dead.finish().num_rows())
+    (rows, dead)
 }

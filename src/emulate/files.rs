@@ -165,8 +165,8 @@ fn open_output(out: &str, tables: &TablesConfig) -> Result<(Arc<dyn ObjectStore>
         reason,
     };
     if out.contains("://") && !out.starts_with("file://") {
-        let (store, prefix, _) = crate::sources::batch::open_input(out, tables).map_err(|e| bad(e.to_string()))?;
-        return Ok((store, prefix));
+        let at = tables.open_store(out).map_err(|e| bad(e.to_string()))?;
+        return Ok((at.store, at.prefix));
     }
     let dir = out.strip_prefix("file://").unwrap_or(out);
     std::fs::create_dir_all(dir).map_err(|e| bad(e.to_string()))?;

@@ -9,8 +9,9 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use super::Generator;
 use crate::clean::Kind;
 use crate::config::EmulateConfig;
-use crate::sources::kafka::{KafkaConfig, RunStats};
-use crate::sources::msk_iam::AuthContext;
+use crate::sources::kafka::AuthContext;
+use crate::sources::kafka::KafkaConfig;
+use crate::sources::RunStats;
 
 /// Errors producing emulator records.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +22,17 @@ pub enum ProduceError {
     Generator(#[from] super::EmulateError),
     #[error("no topic maps to kind {0} in [kafka.topics]")]
     NoTopic(Kind),
+    #[error(
+        "no acknowledgement from the brokers {brokers} within {ms} ms (kafka.properties \
+         message.timeout.ms): are they reachable?"
+    )]
+    TimedOut { brokers: String, ms: u64 },
 }
+
+/// How long a record may wait for the brokers' acknowledgement unless
+/// `kafka.properties` sets `message.timeout.ms`: librdkafka's own default (300 s) would
+/// leave `emulate --to kafka` silent for five minutes when the brokers are unreachable.
+const MESSAGE_TIMEOUT_MS: u64 = 30_000;
 
 /// Produces `count` posts (at `rate` posts/s if given); returns the records produced.
 /// With `ahead = (stats, window)` it stays at most `window` posts ahead of a consumer's
@@ -34,12 +45,22 @@ pub async fn produce(
     progress: bool,
     ahead: Option<(&RunStats, u64)>,
 ) -> Result<u64, ProduceError> {
+    let timeout_ms = kafka
+        .properties
+        .get("message.timeout.ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MESSAGE_TIMEOUT_MS);
+    let timed_out = || ProduceError::TimedOut {
+        brokers: kafka.brokers.clone(),
+        ms: timeout_ms,
+    };
     let producer: FutureProducer<AuthContext> = kafka
         .client_config()
+        .set("message.timeout.ms", timeout_ms.to_string())
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
-        .create_with_context(AuthContext::new(kafka))?;
+        .create_with_context(kafka.auth())?;
     let mut gen = Generator::from_config(cfg)?;
     let map = kafka.topic_map();
     let topics: Vec<(Kind, String)> = Kind::ALL
@@ -78,7 +99,7 @@ pub async fn produce(
                         record = r;
                         match futures::StreamExt::next(&mut pending).await {
                             Some(d) => {
-                                delivered(d)?;
+                                delivered(d, timed_out)?;
                                 produced += 1;
                             }
                             None => tokio::time::sleep(Duration::from_millis(5)).await,
@@ -90,13 +111,16 @@ pub async fn produce(
         }
         // Bounded in-flight sends: memory stays flat however large `count` is.
         while pending.len() >= 30_000 {
-            delivered(futures::StreamExt::next(&mut pending).await.expect("non-empty"))?;
+            delivered(
+                futures::StreamExt::next(&mut pending).await.expect("non-empty"),
+                timed_out,
+            )?;
             produced += 1;
         }
         bar.inc(1);
     }
     while let Some(d) = futures::StreamExt::next(&mut pending).await {
-        delivered(d)?;
+        delivered(d, timed_out)?;
         produced += 1;
     }
     bar.finish_and_clear();
@@ -104,9 +128,13 @@ pub async fn produce(
 }
 
 /// The outcome of one delivery report.
-fn delivered(d: <DeliveryFuture as std::future::Future>::Output) -> Result<(), ProduceError> {
+fn delivered(
+    d: <DeliveryFuture as std::future::Future>::Output,
+    timed_out: impl Fn() -> ProduceError + Copy,
+) -> Result<(), ProduceError> {
     match d {
         Ok(Ok(_)) => Ok(()),
+        Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _))) => Err(timed_out()),
         Ok(Err((e, _))) => Err(e.into()),
         Err(_) => Err(ProduceError::Kafka(KafkaError::Canceled)),
     }

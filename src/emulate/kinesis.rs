@@ -121,6 +121,8 @@ async fn send(client: &Client, b: &mut Batch) -> Result<u64, PutError> {
     b.bytes = 0;
     let total = entries.len() as u64;
     let mut attempt = 0u32;
+    let mut backoff =
+        crate::backoff::Backoff::new(std::time::Duration::from_millis(50), std::time::Duration::from_secs(3));
     while !entries.is_empty() {
         attempt += 1;
         let r = client
@@ -169,7 +171,7 @@ async fn send(client: &Client, b: &mut Batch) -> Result<u64, PutError> {
             });
         }
         tracing::debug!(stream = %b.stream, %code, left = entries.len(), attempt, "PutRecords retry");
-        tokio::time::sleep(crate::sources::kinesis::put_backoff(attempt, 50, 3_000)).await;
+        tokio::time::sleep(backoff.next_pause()).await;
     }
     Ok(total)
 }

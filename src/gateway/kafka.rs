@@ -18,8 +18,8 @@ use rdkafka::ClientConfig;
 
 use super::body::KafkaRecord;
 use super::GatewayConfig;
+use crate::sources::kafka::AuthContext;
 use crate::sources::kafka::KafkaConfig;
-use crate::sources::msk_iam::AuthContext;
 
 /// The outcome of one record: `(partition, offset)` once the broker acknowledged it.
 pub type Delivery = Result<(i32, i64), Failure>;
@@ -121,7 +121,7 @@ impl KafkaSink {
                 (gw.max_inflight_records * 2).clamp(1_000, 10_000_000).to_string(),
             );
         let producer = c.create_with_context(GatewayContext {
-            auth: AuthContext::new(kafka),
+            auth: kafka.auth(),
             down: down.clone(),
         })?;
         Ok(KafkaSink { producer, down })

@@ -51,9 +51,8 @@ async fn put_chunk(client: &Client, stream: &str, records: &[KinesisRecord<'_>],
     let mut results: Vec<Option<Put>> = vec![None; records.len()];
     // Indexes of the records still to put.
     let mut todo: Vec<usize> = (0..records.len()).collect();
-    let mut attempt = 0u32;
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
-        attempt += 1;
         let entries: Vec<PutRecordsRequestEntry> = todo
             .iter()
             .map(|&i| {
@@ -105,7 +104,8 @@ async fn put_chunk(client: &Client, stream: &str, records: &[KinesisRecord<'_>],
             }
         };
         let retry = still.iter().all(|(_, f)| f.failure.retriable);
-        let pause = crate::sources::kinesis::put_backoff(attempt, 50, 2_000);
+        let pause = backoff.next_pause();
+        let attempt = backoff.attempts();
         if still.is_empty() || !retry || Instant::now() + pause >= deadline {
             for (i, f) in still {
                 results[i] = Some(Err(f));

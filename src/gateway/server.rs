@@ -672,7 +672,7 @@ pub async fn serve(cfg: &Config) -> Result<Gateway, GatewayError> {
 pub async fn run(cfg: &Config) -> Result<(), GatewayError> {
     let gw = serve(cfg).await?;
     eprintln!("gateway: listening on http://{}", gw.addr);
-    crate::demo::shutdown_signal().await;
+    crate::shutdown::signal().await;
     eprintln!("gateway: stopping (finishing requests in progress)");
     gw.stop().await;
     Ok(())

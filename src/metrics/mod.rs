@@ -11,6 +11,7 @@
 //! long run with rebalances does not accumulate stale series.
 
 pub mod server;
+mod source;
 
 use std::sync::LazyLock;
 
@@ -18,7 +19,8 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-pub use server::{serve, Health, MetricsConfig, MetricsError, MetricsServer};
+pub use server::{health_routes, serve, Health, MetricsConfig, MetricsError, MetricsServer, Readiness};
+pub use source::{KinesisMetrics, PartitionMetrics, SourceMetrics};
 
 /// Buckets of the flush and commit histograms (seconds): a local commit takes
 /// milliseconds, an S3 commit under contention seconds.

@@ -118,18 +118,43 @@ impl MetricsServer {
     }
 }
 
+/// Whatever can say why its process is not ready: a run's [`Health`], the gateway's
+/// broker state.
+pub trait Readiness: Send + Sync + 'static {
+    /// Why the process is not ready; empty when it is.
+    fn not_ready(&self) -> Vec<String>;
+}
+
+impl Readiness for Health {
+    fn not_ready(&self) -> Vec<String> {
+        Health::not_ready(self).into_iter().map(str::to_string).collect()
+    }
+}
+
 async fn render() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(metrics().render())
 }
 
-async fn readyz(health: web::Data<Arc<Health>>) -> HttpResponse {
-    let why = health.not_ready();
+async fn readyz(ready: web::Data<Arc<dyn Readiness>>) -> HttpResponse {
+    let why = ready.not_ready();
     if why.is_empty() {
         HttpResponse::Ok().body("ready\n")
     } else {
         HttpResponse::ServiceUnavailable().body(format!("not ready: {}\n", why.join("; ")))
+    }
+}
+
+/// `/metrics`, `/healthz` and `/readyz` (answered from `ready`), without authentication:
+/// mounted by the metrics server of `pinpipe run` and by the gateway.
+pub fn health_routes(ready: Arc<dyn Readiness>) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+    let data = web::Data::new(ready);
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(data.clone())
+            .route("/metrics", web::get().to(render))
+            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
+            .route("/readyz", web::get().to(readyz));
     }
 }
 
@@ -139,21 +164,15 @@ pub fn serve(cfg: &MetricsConfig, health: Arc<Health>) -> Result<Option<MetricsS
         return Ok(None);
     };
     health.publish();
-    let data = web::Data::new(health);
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .route("/metrics", web::get().to(render))
-            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
-            .route("/readyz", web::get().to(readyz))
-    })
-    // One worker is plenty for a scrape every few seconds; the pipeline owns the cores.
-    .workers(1)
-    // pinpipe handles SIGTERM itself (drain, commit); the server stops when told to.
-    .disable_signals()
-    .shutdown_timeout(1)
-    .bind(addr)
-    .map_err(|source| MetricsError::Bind { addr, source })?;
+    let routes = health_routes(health);
+    let server = HttpServer::new(move || App::new().configure(routes.clone()))
+        // One worker is plenty for a scrape every few seconds; the pipeline owns the cores.
+        .workers(1)
+        // pinpipe handles SIGTERM itself (drain, commit); the server stops when told to.
+        .disable_signals()
+        .shutdown_timeout(1)
+        .bind(addr)
+        .map_err(|source| MetricsError::Bind { addr, source })?;
     let addr = server.addrs().first().copied().unwrap_or(addr);
     let server = server.run();
     let handle = server.handle();

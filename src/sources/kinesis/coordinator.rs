@@ -20,17 +20,16 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
-use aws_sdk_kinesis::Client;
 use tokio::sync::mpsc;
 
 use super::balance::{self, ShardView, Step};
 use super::lease::{Lease, LeaseStore, Tag, Written};
-use super::shard::{now_ms, Exit, Mode, ShardActor, ShardEvent, ShardSpec, Stop, SOURCE};
-use super::{KinesisConfig, KinesisSourceError};
+use super::shard::{now_ms, Exit, Mode, ShardActor, ShardEnv, ShardEvent, ShardSpec, Stop};
+use super::{KinesisConfig, KinesisSourceError, SOURCE};
 use crate::clean::Kind;
-use crate::metrics::{metrics, Health};
-use crate::sink::{SourceKey, SourceKind, TablesConfig, Writers};
-use crate::sources::kafka::RunStats;
+use crate::metrics::{Health, KinesisMetrics, SourceMetrics};
+use crate::sink::{SourceKey, SourceKind, TablesConfig};
+use crate::sources::SourceRun;
 
 type Key = (String, String);
 
@@ -60,14 +59,11 @@ struct Taken {
 struct Coordinator {
     cfg: Arc<KinesisConfig>,
     me: String,
-    client: Client,
     leases: LeaseStore,
-    writers: Arc<Writers>,
-    stats: Arc<RunStats>,
-    max_record_bytes: usize,
+    /// What every shard actor gets (client, writers, shutdown, metrics).
+    env: ShardEnv,
     workers: Vec<Arbiter>,
     started: usize,
-    events: mpsc::UnboundedSender<ShardEvent>,
     streams: BTreeMap<String, Kind>,
     shards: BTreeMap<Key, ShardInfo>,
     last_sync: Option<Instant>,
@@ -91,18 +87,10 @@ fn default_worker_id() -> String {
     format!("{host}-{}-{}", std::process::id(), &id[..8])
 }
 
-/// Consumes the configured streams until `stop` resolves, then drains, commits and
-/// releases the leases.
-pub async fn run(
-    cfg: &KinesisConfig,
-    tables: &TablesConfig,
-    max_record_bytes: usize,
-    writers: Arc<Writers>,
-    stats: Arc<RunStats>,
-    health: Arc<Health>,
-    stop: impl std::future::Future<Output = ()>,
-) -> Result<(), KinesisSourceError> {
-    metrics().init_source(SOURCE);
+/// Consumes the configured streams until shutdown is triggered, then drains, commits and
+/// releases the leases within the shutdown's grace period.
+pub async fn run(cfg: &KinesisConfig, tables: &TablesConfig, run: SourceRun) -> Result<(), KinesisSourceError> {
+    let source = SourceMetrics::new(SOURCE);
     let cfg = Arc::new(cfg.clone());
     let me = if cfg.worker_id.is_empty() {
         default_worker_id()
@@ -110,17 +98,24 @@ pub async fn run(
         cfg.worker_id.clone()
     };
     let (events, mut inbox) = mpsc::unbounded_channel();
-    let mut co = Coordinator {
+    let shutdown = run.shutdown.clone();
+    let env = ShardEnv {
         client: super::client(&cfg).await,
+        cfg: cfg.clone(),
+        max_record_bytes: run.max_record_bytes,
+        writers: run.writers,
+        stats: run.stats,
+        events,
+        shutdown: shutdown.clone(),
+        source: source.clone(),
+    };
+    let mut co = Coordinator {
         leases: LeaseStore::open(tables, &cfg.application)?,
         streams: cfg.stream_map(),
         workers: (0..cfg.workers.max(1)).map(|_| Arbiter::new()).collect(),
         started: 0,
         me,
-        writers,
-        stats,
-        max_record_bytes,
-        events,
+        env,
         shards: BTreeMap::new(),
         last_sync: None,
         finished: HashSet::new(),
@@ -134,41 +129,47 @@ pub async fn run(
     co.sync_shards(true).await?;
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.lease_ms / 4));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stop = std::pin::pin!(stop);
-    let mut first = true;
-    let r = loop {
-        tokio::select! {
-            _ = &mut stop => break Ok(()),
-            _ = tick.tick() => {
-                if let Err(e) = co.round().await {
-                    break Err(e);
-                }
-                if first {
-                    health.set_assigned();
-                    first = false;
-                }
-            }
-            Some(ev) = inbox.recv() => co.on_exit(ev).await,
-        }
+    // A round in flight when the trigger comes is dropped (it may wait on a stalled store).
+    let r = tokio::select! {
+        _ = shutdown.triggered() => Ok(()),
+        r = co.serve(&mut tick, &mut inbox, &run.health) => r,
     };
-    health.set_stopping();
-    let grace = Duration::from_millis(cfg.shutdown_grace_ms);
-    let shutdown = tokio::time::timeout(grace, co.shutdown()).await;
+    run.health.set_stopping();
+    let released = shutdown.bounded(co.shutdown()).await;
     for w in &co.workers {
         w.stop();
     }
-    metrics().owned_partitions.with_label_values(&[SOURCE]).set(0);
-    metrics().millis_behind.reset();
+    source.owned(0);
+    KinesisMetrics.stopped();
     r?;
-    shutdown.map_err(|_| KinesisSourceError::GraceExceeded(cfg.shutdown_grace_ms))
+    released.map_err(Into::into)
 }
 
 impl Coordinator {
+    /// Rounds on every tick and actor exits as they come, until a round fails.
+    async fn serve(
+        &mut self,
+        tick: &mut tokio::time::Interval,
+        inbox: &mut mpsc::UnboundedReceiver<ShardEvent>,
+        health: &Health,
+    ) -> Result<(), KinesisSourceError> {
+        let mut first = true;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.round().await?;
+                    if first {
+                        health.set_assigned();
+                        first = false;
+                    }
+                }
+                Some(ev) = inbox.recv() => self.on_exit(ev).await,
+            }
+        }
+    }
+
     fn set_owned(&self) {
-        metrics()
-            .owned_partitions
-            .with_label_values(&[SOURCE])
-            .set(self.owned.len() as i64);
+        self.env.source.owned(self.owned.len());
     }
 
     /// ListShards for every stream. At start (`strict`) an error is fatal; later it is
@@ -179,14 +180,14 @@ impl Coordinator {
             let mut token: Option<String> = None;
             loop {
                 let req = match &token {
-                    Some(t) => self.client.list_shards().next_token(t),
-                    None => self.client.list_shards().stream_name(stream),
+                    Some(t) => self.env.client.list_shards().next_token(t),
+                    None => self.env.client.list_shards().stream_name(stream),
                 };
                 let out = match req.send().await {
                     Ok(o) => o,
                     Err(e) => {
                         let code = e.code().unwrap_or("Dispatch").to_string();
-                        metrics().source_errors.with_label_values(&[SOURCE, &code]).inc();
+                        self.env.source.error(&code);
                         let message = match e.message() {
                             Some(m) => format!("{code}: {m}"),
                             None => format!("{code}: {}", aws_sdk_kinesis::error::DisplayErrorContext(&e)),
@@ -248,7 +249,7 @@ impl Coordinator {
                         };
                         match self.write(&key, &ask, Some(tag)).await {
                             Some(Written::Ok(_)) => {
-                                metrics().lease_events.with_label_values(&["stolen"]).inc();
+                                KinesisMetrics.lease("stolen");
                                 tracing::info!(stream = %key.0, shard = %key.1, from = ?lease.owner, "asked for shard");
                             }
                             _ => tracing::debug!(shard = %key.1, "steal request lost a race"),
@@ -267,7 +268,7 @@ impl Coordinator {
         match self.leases.write(&key.0, &key.1, lease, expect).await {
             Ok(w) => Some(w),
             Err(e) => {
-                metrics().source_errors.with_label_values(&[SOURCE, "LeaseStore"]).inc();
+                self.env.source.error("LeaseStore");
                 tracing::warn!(error = %e, "lease write failed");
                 None
             }
@@ -325,7 +326,7 @@ impl Coordinator {
                 // Until this write lands the lease is still ours in everyone's eyes.
                 let _ = self.write(key, &free, Some(&tag)).await;
                 self.forget(key);
-                metrics().lease_events.with_label_values(&["handed_over"]).inc();
+                KinesisMetrics.lease("handed_over");
                 tracing::info!(stream = %key.0, shard = %key.1, to = ?lease.steal_for, "shard handed over");
             }
             Some((lease, tag)) if lease.owner.as_deref() == Some(&self.me) => {
@@ -340,17 +341,15 @@ impl Coordinator {
                 o.valid_until.store(0, Ordering::Release);
                 o.actor.send(Stop(Mode::Abort)).await.ok();
                 self.forget(key);
-                metrics().lease_events.with_label_values(&["lost"]).inc();
+                KinesisMetrics.lease("lost");
                 tracing::warn!(stream = %key.0, shard = %key.1, now = ?other.and_then(|(l, _)| l.owner), "shard lease lost");
             }
         }
     }
 
     fn forget(&self, key: &Key) {
-        let _ = metrics().millis_behind.remove_label_values(&[&key.0, &key.1]);
-        let _ = metrics()
-            .records_consumed
-            .remove_label_values(&[SOURCE, &key.0, &key.1]);
+        KinesisMetrics.forget(&key.0, &key.1);
+        self.env.source.forget(&key.0, &key.1);
     }
 
     /// Reads the leases of every listed shard and builds the views [`balance::plan`] needs.
@@ -378,7 +377,7 @@ impl Coordinator {
                     tags.insert(key, None);
                 }
                 Err(e) => {
-                    metrics().source_errors.with_label_values(&[SOURCE, "LeaseStore"]).inc();
+                    self.env.source.error("LeaseStore");
                     tracing::warn!(error = %e, "lease read failed");
                 }
             }
@@ -445,7 +444,7 @@ impl Coordinator {
         let started = now_ms();
         match self.write(key, &lease, expect).await? {
             Written::Ok(tag) => {
-                metrics().lease_events.with_label_values(&["taken"]).inc();
+                KinesisMetrics.lease("taken");
                 tracing::info!(stream = %key.0, shard = %key.1, from = ?current.and_then(|(l, _)| l.owner), "shard lease taken");
                 self.observed.remove(key);
                 Some(Taken {
@@ -460,7 +459,7 @@ impl Coordinator {
     }
 
     async fn start_actors(&mut self, taken: Vec<(Key, Taken)>) -> Result<(), KinesisSourceError> {
-        let cps = match self.writers.checkpoints().await {
+        let stored = match self.env.writers.checkpoints().await {
             Ok(c) => c,
             Err(e) => {
                 // Without positions we cannot start; free the leases for another try.
@@ -487,28 +486,20 @@ impl Coordinator {
         {
             let info = self.shards[&key].clone();
             let skey = SourceKey::new(SourceKind::Kinesis, &key.0, &key.1);
-            let stored = |dl: bool| cps.get(&(info.kind, dl)).and_then(|m| m.get(&skey)).cloned();
             let spec = ShardSpec {
                 stream: key.0.clone(),
                 shard: key.1.clone(),
                 kind: info.kind,
                 has_parent: !info.parents.is_empty(),
-                positions: [stored(false), stored(true)],
+                stored: stored.of(info.kind, &skey),
             };
-            tracing::info!(stream = %key.0, shard = %key.1, positions = ?spec.positions, "shard actor starting");
-            let actor = ShardActor::new(
-                spec,
-                self.client.clone(),
-                self.cfg.clone(),
-                self.max_record_bytes,
-                self.writers.clone(),
-                self.stats.clone(),
-                valid_until.clone(),
-                self.events.clone(),
-            );
+            tracing::info!(stream = %key.0, shard = %key.1, stored = ?spec.stored, "shard actor starting");
+
             let arbiter = &self.workers[self.started % self.workers.len()];
             self.started += 1;
-            let actor = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+            // Built on its arbiter: the actor's state is not Send.
+            let (env, valid) = (self.env.clone(), valid_until.clone());
+            let actor = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| ShardActor::new(spec, env, valid));
             self.owned.insert(
                 key,
                 Owned {
@@ -538,7 +529,7 @@ impl Coordinator {
                 };
                 if let Some(Written::Ok(_)) = self.write(&key, &done, Some(&o.tag)).await {
                     self.finished.insert(key.clone());
-                    metrics().lease_events.with_label_values(&["finished"]).inc();
+                    KinesisMetrics.lease("finished");
                     tracing::info!(stream = %key.0, shard = %key.1, "shard finished; its children may start");
                 }
                 self.forget(&key);
@@ -548,7 +539,7 @@ impl Coordinator {
             Exit::LeaseLost => {
                 if self.owned.remove(&key).is_some() {
                     self.forget(&key);
-                    metrics().lease_events.with_label_values(&["lost"]).inc();
+                    KinesisMetrics.lease("lost");
                     tracing::warn!(stream = %key.0, shard = %key.1, "shard lease expired before renewal; stopped reading");
                 }
             }
@@ -597,7 +588,7 @@ impl Coordinator {
                 ..Default::default()
             };
             if let Some(Written::Ok(_)) = self.write(key, &free, Some(&o.tag)).await {
-                metrics().lease_events.with_label_values(&["released"]).inc();
+                KinesisMetrics.lease("released");
                 tracing::info!(stream = %key.0, shard = %key.1, "shard released");
             }
             self.forget(key);

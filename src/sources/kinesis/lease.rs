@@ -102,9 +102,11 @@ impl LeaseStore {
             reason,
         };
         let backend = if root.starts_with("s3://") || root.starts_with("s3a://") {
-            let (store, prefix, _) =
-                crate::sources::batch::open_input(&location, tables).map_err(|e| bad(e.to_string()))?;
-            Backend::Object { store, prefix }
+            let at = tables.open_store(&location).map_err(|e| bad(e.to_string()))?;
+            Backend::Object {
+                store: at.store,
+                prefix: at.prefix,
+            }
         } else {
             let dir = PathBuf::from(location.strip_prefix("file://").unwrap_or(&location));
             std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;

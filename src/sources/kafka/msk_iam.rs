@@ -14,39 +14,61 @@ use rdkafka::client::OAuthToken;
 use rdkafka::config::ClientConfig;
 use rdkafka::ClientContext;
 
-use super::kafka::KafkaConfig;
-
 /// The Kafka principal librdkafka reports for the token; MSK derives the real identity
 /// from the signature, so any non-empty name works.
 const PRINCIPAL: &str = "pinpipe";
 
-/// Sets the SASL properties MSK IAM needs when `kafka.msk_iam_region` is set (the config
-/// validation rejects properties that contradict them).
-pub fn apply(cfg: &KafkaConfig, client: &mut ClientConfig) {
-    if !cfg.msk_iam_region.is_empty() {
+/// Sets the SASL properties MSK IAM needs when `region` (`kafka.msk_iam_region`) is set
+/// (the config validation rejects properties that contradict them).
+pub fn apply(region: &str, client: &mut ClientConfig) {
+    if !region.is_empty() {
         client.set("security.protocol", "SASL_SSL");
         client.set("sasl.mechanism", "OAUTHBEARER");
     }
 }
 
-/// Client context of pinpipe's producers and consumers: supplies MSK IAM tokens.
+/// Client context of pinpipe's producers: supplies MSK IAM tokens, and says librdkafka's
+/// errors once per outage.
 #[derive(Debug, Clone, Default)]
 pub struct AuthContext {
     /// AWS region of the MSK cluster; empty: MSK IAM is off and no token is ever asked for.
     pub region: String,
+    log: Option<std::sync::Arc<super::client_log::ClientLog>>,
 }
 
 impl AuthContext {
-    pub fn new(cfg: &KafkaConfig) -> Self {
+    /// Tokens for an MSK cluster in `region`; empty: MSK IAM is off.
+    pub fn new(region: &str) -> Self {
         AuthContext {
-            region: cfg.msk_iam_region.clone(),
+            region: region.to_string(),
+            log: None,
         }
+    }
+
+    /// Logs of a client of `brokers`, once per outage.
+    pub fn with_log(mut self, brokers: &str) -> Self {
+        self.log = Some(std::sync::Arc::new(super::client_log::ClientLog::new(brokers)));
+        self
     }
 }
 
 impl ClientContext for AuthContext {
     // librdkafka only raises token-refresh events with sasl.mechanism=OAUTHBEARER.
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        match &self.log {
+            Some(l) => l.problem(&format!("{error}: {reason}")),
+            None => tracing::warn!(%error, reason, "kafka client error"),
+        }
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match &self.log {
+            Some(l) => l.log(level, fac, log_message),
+            None => tracing::debug!(fac, log_message, "librdkafka"),
+        }
+    }
 
     fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn Error>> {
         if self.region.is_empty() {

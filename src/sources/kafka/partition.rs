@@ -1,0 +1,137 @@
+//! [`PartitionActor`]: owns one assigned partition. The dispatcher hands it each poll's
+//! records of its partition ([`Records`]); it routes them ([`Router`]) and hands rows over
+//! to the writers every `kafka.batch_rows` rows or `kafka.batch_age_ms`. [`Drain`] hands
+//! everything over now (a revoke, the end of the run); the actor stops once the
+//! dispatcher drops its address.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::actors::Shared;
+use crate::clean::Kind;
+use crate::metrics::PartitionMetrics;
+use crate::sink::{PerTable, Position, SourceKey, SourceKind, WriterError, Writers};
+use crate::sources::partition::{Router, RunStats};
+
+/// Records of one partition, in offset order: (offset, payload).
+#[derive(Message)]
+#[rtype(result = "Result<(), WriterError>")]
+pub(super) struct Records(pub Vec<(i64, Option<Vec<u8>>)>);
+
+/// Hand everything buffered to the writers now.
+#[derive(Message)]
+#[rtype(result = "Result<(), WriterError>")]
+pub(super) struct Drain;
+
+/// What a partition actor needs besides its partition.
+#[derive(Clone)]
+pub(super) struct PartitionEnv {
+    pub writers: Arc<Writers>,
+    pub stats: Arc<RunStats>,
+    pub max_record_bytes: usize,
+    pub batch_rows: usize,
+    pub batch_age: Duration,
+}
+
+struct PartitionState {
+    router: Router,
+    env: PartitionEnv,
+    metrics: PartitionMetrics,
+    /// When the oldest record not handed over yet arrived.
+    since: Option<Instant>,
+    offset_text: itoa::Buffer,
+}
+
+impl PartitionState {
+    fn ingest(&mut self, records: Vec<(i64, Option<Vec<u8>>)>) {
+        let now = chrono::Utc::now().timestamp_micros();
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for (offset, payload) in records {
+            let raw = payload.as_deref().unwrap_or(b"");
+            n += 1;
+            bytes += raw.len() as u64;
+            // A Kafka record's mark is the next offset: what the table stores once it is in.
+            let position = self.offset_text.format(offset);
+            let routed = self.router.route(raw, Position::Offset(offset + 1), position, now);
+            self.env.stats.count(routed);
+        }
+        self.metrics.consumed(n, bytes);
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    fn due(&self) -> bool {
+        self.router.buffered() >= self.env.batch_rows || self.since.is_some_and(|t| t.elapsed() >= self.env.batch_age)
+    }
+
+    async fn hand_over(&mut self) -> Result<(), WriterError> {
+        self.router.send(&self.env.writers).await?;
+        self.since = None;
+        Ok(())
+    }
+}
+
+/// Owns one assigned partition.
+pub struct PartitionActor {
+    state: Shared<PartitionState>,
+    topic: String,
+    partition: i32,
+}
+
+impl PartitionActor {
+    /// An actor for `topic`'s `partition` of `kind`, whose tables store `stored`.
+    pub(super) fn new(
+        kind: Kind,
+        topic: &str,
+        partition: i32,
+        stored: PerTable<Option<Position>>,
+        env: PartitionEnv,
+        metrics: PartitionMetrics,
+    ) -> Self {
+        tracing::info!(%topic, partition, ?stored, "partition actor started");
+        let key = SourceKey::new(SourceKind::Kafka, topic, partition.to_string());
+        let state = PartitionState {
+            router: Router::new(kind, key, stored, env.max_record_bytes),
+            env,
+            metrics,
+            since: None,
+            offset_text: itoa::Buffer::new(),
+        };
+        Self {
+            state: Shared::new(state),
+            topic: topic.to_string(),
+            partition,
+        }
+    }
+}
+
+impl Actor for PartitionActor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        tracing::info!(topic = %self.topic, partition = self.partition, "partition actor stopped");
+    }
+}
+
+impl Handler<Records> for PartitionActor {
+    type Result = AtomicResponse<Self, Result<(), WriterError>>;
+    fn handle(&mut self, m: Records, _: &mut Context<Self>) -> Self::Result {
+        self.state.run(self, move |st| {
+            Box::pin(async move {
+                st.ingest(m.0);
+                if st.due() {
+                    st.hand_over().await?;
+                }
+                Ok(())
+            })
+        })
+    }
+}
+
+impl Handler<Drain> for PartitionActor {
+    type Result = AtomicResponse<Self, Result<(), WriterError>>;
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
+        self.state.run(self, |st| Box::pin(st.hand_over()))
+    }
+}

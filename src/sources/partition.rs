@@ -1,0 +1,407 @@
+//! The routing rule of exactly-once, written once for every source: Kafka partitions,
+//! Kinesis shards, batch objects, and the benches.
+//!
+//! A source partition (a [`SourceKey`]) resumes from the positions its kind's tables store
+//! for it, one per table. Each record read is cleaned and goes to exactly one table, the
+//! clean or the dead-letter one, **unless that table's stored position already covers
+//! it**: a record re-read after a crash or a rebalance is then dropped where it was
+//! committed and written where it was not. Cleaning is deterministic, so a re-read record
+//! is routed as the first time.
+//!
+//! A hand-over gives every table the rows routed to it and the position range they cover:
+//! `expect` (what the table held before them: the stored position, or the end of the
+//! previous hand-over) and `end` (the mark of the last record seen). A table with no new
+//! rows still gets the range (a watermark), so a resume never re-routes a record the other
+//! table committed. A table whose stored position already covers the last record gets
+//! nothing.
+//!
+//! Positions are compared through [`Position::covers`] with each record's *mark*: the
+//! position a table holds once that record is in it (Kafka: the offset after it; Kinesis:
+//! its sequence number; batch: its line number).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::clean::{self, CleanBatchBuilder, DeadLetterBatchBuilder, Kind, Lineage};
+use crate::metrics::metrics;
+use crate::sink::{Append, PerTable, Position, SourceKey, TableRole, WriterError, Writers};
+
+/// Totals of a run over all its sources, shared with progress displays.
+#[derive(Debug, Default)]
+pub struct RunStats {
+    /// Records read.
+    pub records: AtomicU64,
+    /// Records a table already held, not written again.
+    pub filtered: AtomicU64,
+}
+
+/// Where one table stands for this source partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Route {
+    /// The position stored in the table when the source resumed.
+    stored: Option<Position>,
+    /// What the table holds before the rows not handed over yet (compare-and-set input).
+    expect: Option<Position>,
+}
+
+/// Where a source partition resumes reading, from what its tables store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// From the lowest stored position (Kafka: that offset; Kinesis: after that sequence
+    /// number); records the other table has are filtered by the router.
+    From(Position),
+    /// A table has no position: its records may be anywhere, read from the beginning.
+    Beginning,
+    /// No table has a position: a new partition (the source's config says where to start).
+    New,
+}
+
+/// The resume rule of every source.
+pub fn resume(stored: &PerTable<Option<Position>>) -> Resume {
+    match (&stored.clean, &stored.dead_letter) {
+        (Some(a), Some(b)) => Resume::From(if a.covers(b) { b.clone() } else { a.clone() }),
+        (None, None) => Resume::New,
+        _ => Resume::Beginning,
+    }
+}
+
+/// What [`Router::route`] did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    Clean,
+    DeadLetter,
+    /// Its table already has it.
+    Covered,
+}
+
+/// One source partition's routing state: the tables' positions and the rows not handed
+/// over yet.
+pub struct Router {
+    kind: Kind,
+    key: SourceKey,
+    tables: PerTable<Route>,
+    clean: CleanBatchBuilder,
+    dead: DeadLetterBatchBuilder,
+    /// The mark of the last record seen (or skipped to).
+    last: Option<Position>,
+    max_record_bytes: usize,
+    dead_letter_table: String,
+}
+
+impl Router {
+    /// A router for `key`, a source partition of `kind`, whose tables store `stored`.
+    pub fn new(kind: Kind, key: SourceKey, stored: PerTable<Option<Position>>, max_record_bytes: usize) -> Self {
+        Self {
+            kind,
+            tables: stored.map(|_, p| Route {
+                expect: p.clone(),
+                stored: p,
+            }),
+            key,
+            clean: CleanBatchBuilder::new(kind),
+            dead: DeadLetterBatchBuilder::default(),
+            last: None,
+            max_record_bytes,
+            dead_letter_table: TableRole::DeadLetter.table_name(kind),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn key(&self) -> &SourceKey {
+        &self.key
+    }
+
+    /// Rows waiting for the next hand-over.
+    pub fn buffered(&self) -> usize {
+        self.clean.len() + self.dead.len()
+    }
+
+    /// Cleans `raw` (the record at `mark`, shown as `position` in the lineage) into its
+    /// table's rows, unless that table already has it.
+    pub fn route(&mut self, raw: &[u8], mark: Position, position: &str, ingested_at: i64) -> Routed {
+        let lineage = Lineage {
+            source: self.key.source.as_str(),
+            stream: &self.key.stream,
+            partition: &self.key.partition,
+            ingested_at,
+        };
+        let covered = |t: &Route| t.stored.as_ref().is_some_and(|s| s.covers(&mark));
+        let routed = match clean::clean(self.kind, raw, self.max_record_bytes) {
+            Ok(row) if !covered(&self.tables.clean) => {
+                self.clean.append(&row, &lineage, position);
+                Routed::Clean
+            }
+            Err(reject) if !covered(&self.tables.dead_letter) => {
+                metrics()
+                    .dead_letters
+                    .with_label_values(&[self.dead_letter_table.as_str(), reject.rule()])
+                    .inc();
+                self.dead.append(&lineage, position, &reject.to_string(), raw);
+                Routed::DeadLetter
+            }
+            _ => Routed::Covered,
+        };
+        self.last = Some(mark);
+        routed
+    }
+
+    /// Records up to `mark` were read without holding a record (blank lines at the end of
+    /// an object): the tables' positions move past them at the next hand-over.
+    pub fn skip_to(&mut self, mark: Position) {
+        self.last = Some(mark);
+    }
+
+    /// The appends that bring each table up to the last record seen, with the rows routed
+    /// to it; the next hand-over continues from there.
+    pub fn hand_over(&mut self) -> Vec<(TableRole, Append)> {
+        let Some(end) = self.last.clone() else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(2);
+        for role in TableRole::ALL {
+            let batch = match role {
+                TableRole::Clean => (!self.clean.is_empty()).then(|| self.clean.finish()),
+                TableRole::DeadLetter => (!self.dead.is_empty()).then(|| self.dead.finish()),
+            };
+            let route = self.tables.get_mut(role);
+            let behind = route.stored.as_ref().is_some_and(|s| s.covers(&end));
+            if route.expect.as_ref() == Some(&end) || behind {
+                // Nothing new for this table (no rows can be routed to a table that
+                // already holds the last record).
+                debug_assert!(batch.is_none(), "rows for a table that has them");
+                continue;
+            }
+            let append = Append {
+                key: self.key.clone(),
+                expect: route.expect.replace(end.clone()),
+                end: end.clone(),
+                batch,
+            };
+            out.push((role, append));
+        }
+        out
+    }
+
+    /// Hands the rows and positions over to the writers of this kind's tables, in order;
+    /// the first error (a fenced key, a stopped writer) ends it.
+    pub async fn send(&mut self, writers: &Writers) -> Result<(), WriterError> {
+        for (role, append) in self.hand_over() {
+            writers
+                .get(self.kind, role)
+                .send(append)
+                .await
+                .map_err(|_| WriterError::Stopped)??;
+        }
+        Ok(())
+    }
+}
+
+impl RunStats {
+    /// Counts one routed record.
+    pub fn count(&self, routed: Routed) {
+        self.records.fetch_add(1, Ordering::Relaxed);
+        if routed == Routed::Covered {
+            self.filtered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::SourceKind;
+
+    const MAX: usize = clean::DEFAULT_MAX_RECORD_BYTES;
+    const GOOD: &[u8] = br#"{"ind": 1, "age": 30}"#;
+    const BAD: &[u8] = br#"{"ind": 1, "age": "old"}"#;
+
+    fn router(clean: Option<Position>, dead: Option<Position>) -> Router {
+        let key = SourceKey::new(SourceKind::Kafka, "t.user", "0");
+        Router::new(
+            Kind::User,
+            key,
+            PerTable {
+                clean,
+                dead_letter: dead,
+            },
+            MAX,
+        )
+    }
+
+    /// (role, expect, end, rows) of each append.
+    fn summary(appends: &[(TableRole, Append)]) -> Vec<(TableRole, Option<Position>, Position, usize)> {
+        appends
+            .iter()
+            .map(|(r, a)| {
+                (
+                    *r,
+                    a.expect.clone(),
+                    a.end.clone(),
+                    a.batch.as_ref().map_or(0, |b| b.num_rows()),
+                )
+            })
+            .collect()
+    }
+
+    fn off(n: i64) -> Position {
+        Position::Offset(n)
+    }
+
+    #[test]
+    fn a_new_partition_routes_every_record_and_moves_both_tables() {
+        let mut r = router(None, None);
+        assert_eq!(resume(&PerTable::default()), Resume::New);
+        // Kafka offsets 0..3: marks are the next offsets 1..4.
+        for (o, raw) in [GOOD, BAD, GOOD].iter().enumerate() {
+            let o = o as i64;
+            r.route(raw, off(o + 1), &o.to_string(), 0);
+        }
+        assert_eq!(r.buffered(), 3);
+        let a = r.hand_over();
+        assert_eq!(
+            summary(&a),
+            [
+                (TableRole::Clean, None, off(3), 2),
+                (TableRole::DeadLetter, None, off(3), 1)
+            ]
+        );
+        // Nothing new: nothing to hand over. Then clean rows only: the dead-letter table
+        // still gets the watermark, so a resume never re-routes them.
+        assert!(r.hand_over().is_empty());
+        r.route(GOOD, off(4), "3", 0);
+        assert_eq!(
+            summary(&r.hand_over()),
+            [
+                (TableRole::Clean, Some(off(3)), off(4), 1),
+                (TableRole::DeadLetter, Some(off(3)), off(4), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_resumed_partition_filters_what_each_table_has() {
+        // The clean table committed up to offset 10, the dead-letter table up to 5.
+        let mut r = router(Some(off(10)), Some(off(5)));
+        let stored = PerTable {
+            clean: Some(off(10)),
+            dead_letter: Some(off(5)),
+        };
+        assert_eq!(resume(&stored), Resume::From(off(5)));
+        let one = PerTable {
+            clean: Some(off(10)),
+            dead_letter: None,
+        };
+        assert_eq!(resume(&one), Resume::Beginning);
+        let routed: Vec<Routed> = (5..12)
+            .map(|o| r.route(if o % 2 == 0 { GOOD } else { BAD }, off(o + 1), "x", 0))
+            .collect();
+        use Routed::*;
+        // Offsets 5..=9 are below the clean position: only the dead letters among them
+        // are new; 10 and 11 are new for both.
+        assert_eq!(
+            routed,
+            [DeadLetter, Covered, DeadLetter, Covered, DeadLetter, Clean, DeadLetter]
+        );
+        assert_eq!(
+            summary(&r.hand_over()),
+            [
+                (TableRole::Clean, Some(off(10)), off(12), 1),
+                (TableRole::DeadLetter, Some(off(5)), off(12), 4)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_table_ahead_of_the_records_gets_nothing() {
+        // The dead-letter table is ahead (another table was behind when we resumed).
+        let mut r = router(Some(off(2)), Some(off(8)));
+        for o in 2..5 {
+            r.route(GOOD, off(o + 1), "x", 0);
+        }
+        assert_eq!(summary(&r.hand_over()), [(TableRole::Clean, Some(off(2)), off(5), 3)]);
+        for o in 5..9 {
+            r.route(BAD, off(o + 1), "x", 0);
+        }
+        // Up to 9: offsets 5..=7 are the dead-letter table's already; the clean table
+        // moves to 9 with no rows.
+        let a = r.hand_over();
+        assert_eq!(
+            summary(&a),
+            [
+                (TableRole::Clean, Some(off(5)), off(9), 0),
+                (TableRole::DeadLetter, Some(off(8)), off(9), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn kinesis_sequence_numbers_and_batch_lines() {
+        let seq = |s: &str| Position::Sequence(s.into());
+        let key = SourceKey::new(SourceKind::Kinesis, "streaming-x-user", "shardId-000000000000");
+        let stored = PerTable {
+            clean: Some(seq("49590338271490256608559692538361571095921575989136588898")),
+            dead_letter: None,
+        };
+        let mut r = Router::new(Kind::User, key, stored, MAX);
+        // The stored number itself is covered (Kinesis stores the last one committed).
+        assert_eq!(
+            r.route(
+                GOOD,
+                seq("49590338271490256608559692538361571095921575989136588898"),
+                "s",
+                0
+            ),
+            Routed::Covered
+        );
+        assert_eq!(
+            r.route(
+                GOOD,
+                seq("49590338271490256608559692538361571095921575989136588899"),
+                "s",
+                0
+            ),
+            Routed::Clean
+        );
+        assert_eq!(r.hand_over().len(), 2);
+
+        // Batch: lines consumed; blank lines at the end still move the position.
+        let key = SourceKey::new(SourceKind::Batch, "t.user", "topics/t.user/partition=0/t.user+0+0.json");
+        let mut r = Router::new(
+            Kind::User,
+            key,
+            PerTable {
+                clean: Some(off(1)),
+                dead_letter: Some(off(1)),
+            },
+            MAX,
+        );
+        assert_eq!(r.route(GOOD, off(1), "1", 0), Routed::Covered);
+        assert_eq!(r.route(BAD, off(2), "2", 0), Routed::DeadLetter);
+        r.skip_to(off(4));
+        assert_eq!(
+            summary(&r.hand_over()),
+            [
+                (TableRole::Clean, Some(off(1)), off(4), 0),
+                (TableRole::DeadLetter, Some(off(1)), off(4), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn lineage_comes_from_the_key() {
+        let mut r = router(None, None);
+        r.route(GOOD, off(8), "7", 42);
+        let (_, a) = r.hand_over().remove(0);
+        let b = a.batch.unwrap();
+        let col = |name: &str| {
+            let c = b.column_by_name(name).unwrap();
+            arrow_array::cast::AsArray::as_string::<i32>(c).value(0).to_string()
+        };
+        assert_eq!(
+            (col("_source"), col("_stream"), col("_partition"), col("_position")),
+            ("kafka".into(), "t.user".into(), "0".into(), "7".into())
+        );
+    }
+}
