@@ -7,8 +7,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use pinpipe::clean::Kind;
 use pinpipe::config::Config;
+use pinpipe::run::RunOptions;
 use pinpipe::sink::Writers;
-use pinpipe::sources::batch::{self, BatchOptions};
+use pinpipe::sources::batch::{self, BatchOptions, Input};
 
 /// Warnings, minus two expected ones from deltalake: the "no files in log segment" error
 /// it logs when a table is about to be created, and "no statistics for a binary column"
@@ -58,41 +59,10 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
-    /// Generate posts (pin, geo and user records sharing an index) as raw JSON files in the
-    /// Kafka Connect S3 sink layout.
-    Emulate {
-        /// Number of posts (each is three records).
-        #[arg(long, default_value_t = 1000)]
-        count: u64,
-        /// Posts per second; unlimited when absent.
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Random seed [default: emulate.seed].
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Folder or s3://bucket/prefix to write to [default: batch.input].
-        #[arg(long)]
-        out: Option<String>,
-        /// Where posts go: raw files (`--out`), the Kafka topics (`kafka.brokers`), the
-        /// Kinesis streams (`kinesis.endpoint`/`region`, PutRecords in batches of 500), or a
-        /// `pinpipe gateway` at `--url` (one request per record, the seed's shapes).
-        #[arg(long, value_enum, default_value = "files")]
-        to: Target,
-        /// Base URL of the gateway (`--to gateway`), e.g. http://127.0.0.1:8082.
-        #[arg(long, required_if_eq("to", "gateway"))]
-        url: Option<String>,
-        /// The gateway API to post to (`--to gateway`).
-        #[arg(long, value_enum, default_value = "kafka")]
-        api: pinpipe::emulate::gateway::GatewayApi,
-        /// Bearer token for the gateway.
-        #[arg(long, env = "PINPIPE_GATEWAY_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Requests in flight at once (`--to gateway`).
-        #[arg(long, default_value_t = 16)]
-        concurrency: usize,
-        #[arg(long)]
-        no_progress: bool,
-    },
+    /// Generate posts (pin, geo and user records sharing an index, the seed's shapes with a
+    /// share of broken records) and send them: raw JSON files in the Kafka Connect S3 sink
+    /// layout, the Kafka topics, the Kinesis streams, or a `pinpipe gateway`.
+    Emulate(EmulateArgs),
     /// Consume the Kafka topics and/or the Kinesis streams (`kafka.enabled`,
     /// `kinesis.enabled`) into the Delta tables until SIGINT/SIGTERM.
     Run {
@@ -103,6 +73,7 @@ enum Command {
         /// (clean and dead-letter together).
         #[arg(long)]
         stop_after: Option<u64>,
+        /// No live progress line (it is also hidden when stderr is not a terminal).
         #[arg(long)]
         no_progress: bool,
     },
@@ -152,10 +123,13 @@ enum Command {
         /// to older versions stops working).
         #[arg(long, default_value_t = 168)]
         retention_hours: u64,
+        /// Skip compaction (OPTIMIZE).
         #[arg(long)]
         no_optimize: bool,
+        /// Skip vacuum (files of older versions stay).
         #[arg(long)]
         no_vacuum: bool,
+        /// Skip writing a Delta checkpoint.
         #[arg(long)]
         no_checkpoint: bool,
     },
@@ -170,6 +144,45 @@ enum Command {
     CheckConfig,
 }
 
+/// `emulate --concurrency` when not given.
+const DEFAULT_CONCURRENCY: usize = 16;
+
+#[derive(clap::Args)]
+struct EmulateArgs {
+    /// Number of posts (each is three records).
+    #[arg(long, default_value_t = 1000)]
+    count: u64,
+    /// Posts per second; unlimited when absent.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Random seed [default: emulate.seed].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Folder or s3://bucket/prefix to write to (`--to files`) [default: batch.input].
+    #[arg(long)]
+    out: Option<String>,
+    /// Where posts go: raw files (`--out`), the Kafka topics (`kafka.brokers`), the
+    /// Kinesis streams (`kinesis.endpoint`/`region`, PutRecords in batches of 500), or a
+    /// `pinpipe gateway` at `--url` (one request per record, the seed's shapes).
+    #[arg(long, value_enum, default_value = "files")]
+    to: Target,
+    /// Base URL of the gateway (`--to gateway`), e.g. http://127.0.0.1:8082.
+    #[arg(long, required_if_eq("to", "gateway"))]
+    url: Option<String>,
+    /// The gateway API to post to (`--to gateway`).
+    #[arg(long, value_enum, default_value = "kafka")]
+    api: pinpipe::emulate::gateway::GatewayApi,
+    /// Bearer token for the gateway.
+    #[arg(long, env = "PINPIPE_GATEWAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Requests in flight at once (`--to gateway`).
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
+    concurrency: usize,
+    /// No progress bar (it is also hidden when stderr is not a terminal).
+    #[arg(long)]
+    no_progress: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter =
@@ -182,11 +195,165 @@ fn main() -> ExitCode {
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // `report | head` closed stdout: the reader has what it wanted.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pinpipe: error: {e:#}");
+            eprintln!("pinpipe: error: {}", error_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each said once: most of pinpipe's errors already
+/// quote their source in their own message, so a cause whose text the line holds already
+/// is not repeated.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = one_line(&cause.to_string());
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// A multi-line message (a TOML parse error draws the spot) as one line: its text lines
+/// joined, the drawing left out.
+fn one_line(text: &str) -> String {
+    let drawing = |l: &str| {
+        let t = l.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ');
+        t.starts_with('|')
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !drawing(l))
+        .collect();
+    lines.join(": ")
+}
+
+/// Whether the error is a write to a closed pipe (stdout of `pinpipe report | head`).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+impl Command {
+    /// The `--tables` override, for the commands that have one.
+    fn tables(&self) -> Option<&str> {
+        match self {
+            Command::Batch { tables, .. }
+            | Command::Run { tables, .. }
+            | Command::Demo { tables, .. }
+            | Command::Report { tables, .. }
+            | Command::Maintain { tables, .. } => tables.as_deref(),
+            Command::Emulate(_) | Command::Gateway { .. } | Command::CheckConfig => None,
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Some(t) = cli.command.tables() {
+        cfg.tables.location = t.to_string();
+    }
+    match cli.command {
+        Command::CheckConfig => {
+            print!("{}", toml::to_string_pretty(&cfg).context("printing config")?);
+            Ok(())
+        }
+        Command::Batch {
+            input,
+            kind,
+            no_progress,
+            ..
+        } => {
+            cfg.batch.input = input.unwrap_or(cfg.batch.input);
+            cfg.batch.kind = kind.or(cfg.batch.kind);
+            cfg.validate()?;
+            run_batch(&cfg, !no_progress)
+        }
+        Command::Demo { count, partitions, .. } => {
+            cfg.validate()?;
+            anyhow::ensure!(partitions > 0, "--partitions must be at least 1");
+            let summary = pinpipe::block_on(pinpipe::demo::demo(cfg.run_config(), &cfg.emulate, count, partitions))?;
+            println!("{}", summary.line());
+            print_tables(&cfg)
+        }
+        Command::Run {
+            stop_after,
+            no_progress,
+            ..
+        } => {
+            cfg.validate()?;
+            let opts = RunOptions {
+                stop_after,
+                progress: !no_progress,
+            };
+            let summary = pinpipe::block_on(pinpipe::run::run(&cfg.run_config(), opts))?;
+            println!("{}", summary.line());
+            print_tables(&cfg)
+        }
+        Command::Report {
+            question,
+            format,
+            out,
+            memory_limit_mb,
+            ..
+        } => {
+            cfg.validate()?;
+            run_report(&cfg, question, format, out, memory_limit_mb)
+        }
+        Command::Maintain {
+            target_size_mb,
+            retention_hours,
+            no_optimize,
+            no_vacuum,
+            no_checkpoint,
+            ..
+        } => {
+            cfg.validate()?;
+            let opts = pinpipe::maintain::MaintainOptions {
+                target_size: mib("--target-size-mb", target_size_mb, 1)?,
+                retention: hours("--retention-hours", retention_hours)?,
+                optimize: !no_optimize,
+                vacuum: !no_vacuum,
+                checkpoint: !no_checkpoint,
+                ..Default::default()
+            };
+            run_maintain(&cfg, &opts)
+        }
+        Command::Gateway { listen } => {
+            if let Some(l) = listen {
+                cfg.gateway.listen = l;
+            }
+            cfg.validate()?;
+            pinpipe::block_on(pinpipe::gateway::run(&cfg))?;
+            Ok(())
+        }
+        Command::Emulate(args) => run_emulate(&mut cfg, args),
+    }
+}
+
+/// `n` hours, refusing a count too large for a duration.
+fn hours(flag: &str, n: u64) -> anyhow::Result<std::time::Duration> {
+    n.checked_mul(3600)
+        .map(std::time::Duration::from_secs)
+        .with_context(|| format!("{flag} {n} is too large"))
+}
+
+/// `n` MiB in bytes, refusing values below `min` or too large to count in bytes.
+fn mib(flag: &str, n: u64, min: u64) -> anyhow::Result<u64> {
+    anyhow::ensure!(n >= min, "{flag} must be at least {min}");
+    n.checked_mul(1 << 20)
+        .with_context(|| format!("{flag} {n} is too large"))
 }
 
 fn run_batch(cfg: &Config, progress: bool) -> anyhow::Result<()> {
@@ -199,257 +366,152 @@ fn run_batch(cfg: &Config, progress: bool) -> anyhow::Result<()> {
         progress,
     };
     let summary = pinpipe::block_on(async {
+        // The input is listed and checked before any table is created.
+        let input = Input::scan(&opts, &cfg.tables).await?;
         let writers = Writers::start(&cfg.tables, &cfg.writer, &Kind::ALL, None).await?;
-        anyhow::Ok(batch::run(&opts, &cfg.tables, &writers).await?)
+        anyhow::Ok(batch::run_input(&input, &opts, &writers).await?)
     })?;
     println!("{}", summary.line());
     print_tables(cfg)
 }
 
-fn print_tables(cfg: &Config) -> anyhow::Result<()> {
-    let root = cfg.tables.root_url()?;
-    let names: Vec<String> = Kind::ALL
-        .iter()
-        .flat_map(|k| [k.to_string(), format!("{k}_dead_letter")])
-        .collect();
-    println!("tables under {root}: {}", names.join(", "));
+fn run_report(
+    cfg: &Config,
+    question: Option<u8>,
+    format: pinpipe::report::Format,
+    out: Option<PathBuf>,
+    memory_limit_mb: usize,
+) -> anyhow::Result<()> {
+    let questions = pinpipe::report::select(question)?;
+    let started = std::time::Instant::now();
+    let memory = mib("--memory-limit-mb", memory_limit_mb as u64, 64)?;
+    let done = pinpipe::block_on_tokio(pinpipe::report::run(
+        &cfg.tables,
+        &questions,
+        format,
+        out.as_deref(),
+        usize::try_from(memory).context("--memory-limit-mb is too large")?,
+    ))?;
+    if let Some(dir) = out {
+        let rows: Vec<String> = done.iter().map(|(q, n)| format!("{q}={n}")).collect();
+        println!(
+            "report: {} answers in {:.2}s to {} (rows: {})",
+            done.len(),
+            started.elapsed().as_secs_f64(),
+            dir.display(),
+            rows.join(" ")
+        );
+    }
     Ok(())
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut cfg = Config::load(cli.config.as_deref())?;
-    match cli.command {
-        Command::CheckConfig => {
-            print!("{}", toml::to_string_pretty(&cfg).context("printing config")?);
-            Ok(())
+fn run_maintain(cfg: &Config, opts: &pinpipe::maintain::MaintainOptions) -> anyhow::Result<()> {
+    let reports = pinpipe::block_on_tokio(pinpipe::maintain::run(&cfg.tables, opts))?;
+    // A typo in a CronJob's location must not look like a success.
+    anyhow::ensure!(
+        !reports.is_empty(),
+        "no pinpipe tables under {}: nothing to maintain (check tables.location or --tables)",
+        cfg.tables.location
+    );
+    for r in reports {
+        println!("{}", r.line());
+    }
+    Ok(())
+}
+
+fn print_tables(cfg: &Config) -> anyhow::Result<()> {
+    let root = cfg.tables.root_url()?;
+    println!("tables under {root}: {}", pinpipe::sink::table_names().join(", "));
+    Ok(())
+}
+
+/// `pinpipe emulate`: posts to files, Kafka, Kinesis or a gateway.
+fn run_emulate(cfg: &mut Config, a: EmulateArgs) -> anyhow::Result<()> {
+    if let Some(s) = a.seed {
+        cfg.emulate.seed = s;
+    }
+    if let Some(r) = a.rate {
+        anyhow::ensure!(
+            r.is_finite() && r > 0.0,
+            "--rate must be a positive number of posts per second"
+        );
+    }
+    anyhow::ensure!(
+        a.out.is_none() || matches!(a.to, Target::Files),
+        "--out applies to --to files only (Kafka, Kinesis and the gateway take their addresses from the config)"
+    );
+    anyhow::ensure!(
+        a.concurrency == DEFAULT_CONCURRENCY || matches!(a.to, Target::Gateway),
+        "--concurrency applies to --to gateway only"
+    );
+    let started = std::time::Instant::now();
+    let per_sec = |n: u64| n as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let (count, progress) = (a.count, !a.no_progress);
+    match a.to {
+        Target::Files => {
+            let out = a.out.clone().unwrap_or_else(|| cfg.batch.input.clone());
+            let write = pinpipe::emulate::files::write(&cfg.emulate, &cfg.tables, &out, count, a.rate, progress);
+            println!("{}", pinpipe::block_on(write)?.line());
         }
-        Command::Batch {
-            input,
-            tables,
-            kind,
-            no_progress,
-        } => {
-            if let Some(t) = tables {
-                cfg.tables.location = t;
-            }
-            if let Some(i) = input {
-                cfg.batch.input = i;
-            }
-            if kind.is_some() {
-                cfg.batch.kind = kind;
-            }
-            cfg.validate()?;
-            run_batch(&cfg, !no_progress)
+        Target::Kafka => {
+            let produce = pinpipe::emulate::kafka::produce(&cfg.emulate, &cfg.kafka, count, a.rate, progress, None);
+            let n = pinpipe::block_on(produce)?;
+            println!(
+                "emulate: {count} posts, {n} records to {} in {:.2}s ({:.0} records/s)",
+                cfg.kafka.brokers,
+                started.elapsed().as_secs_f64(),
+                per_sec(n)
+            );
         }
-        Command::Demo {
-            count,
-            partitions,
-            tables,
-        } => {
-            if let Some(t) = tables {
-                cfg.tables.location = t;
-            }
-            cfg.validate()?;
-            anyhow::ensure!(partitions > 0, "--partitions must be at least 1");
-            let summary = pinpipe::block_on(pinpipe::demo::demo(&mut cfg, count, partitions))?;
-            println!("{}", summary.line());
-            print_tables(&cfg)
+        Target::Kinesis => {
+            let put = pinpipe::emulate::kinesis::put(&cfg.emulate, &cfg.kinesis, count, a.rate, progress);
+            let n = pinpipe::block_on(put)?;
+            let streams: Vec<String> = cfg.kinesis.stream_map().into_keys().collect();
+            println!(
+                "emulate: {count} posts, {n} records to {} in {:.2}s ({:.0} records/s)",
+                streams.join(","),
+                started.elapsed().as_secs_f64(),
+                per_sec(n)
+            );
         }
-        Command::Run {
-            tables,
-            stop_after,
-            no_progress,
-        } => {
-            if let Some(t) = tables {
-                cfg.tables.location = t;
-            }
-            cfg.validate()?;
-            let summary = pinpipe::block_on(pinpipe::demo::run(&cfg, stop_after, !no_progress))?;
-            println!("{}", summary.line());
-            print_tables(&cfg)
-        }
-        Command::Report {
-            tables,
-            question,
-            format,
-            out,
-            memory_limit_mb,
-        } => {
-            if let Some(t) = tables {
-                cfg.tables.location = t;
-            }
-            cfg.validate()?;
-            let questions = pinpipe::report::select(question)?;
-            let started = std::time::Instant::now();
-            anyhow::ensure!(memory_limit_mb >= 64, "--memory-limit-mb must be at least 64");
-            let done = pinpipe::block_on_tokio(pinpipe::report::run(
-                &cfg.tables,
-                &questions,
-                format,
-                out.as_deref(),
-                memory_limit_mb << 20,
-            ))?;
-            if let Some(dir) = out {
-                let rows: Vec<String> = done.iter().map(|(q, n)| format!("{q}={n}")).collect();
-                println!(
-                    "report: {} answers in {:.2}s to {} (rows: {})",
-                    done.len(),
-                    started.elapsed().as_secs_f64(),
-                    dir.display(),
-                    rows.join(" ")
-                );
-            }
-            Ok(())
-        }
-        Command::Maintain {
-            tables,
-            target_size_mb,
-            retention_hours,
-            no_optimize,
-            no_vacuum,
-            no_checkpoint,
-        } => {
-            if let Some(t) = tables {
-                cfg.tables.location = t;
-            }
-            cfg.validate()?;
-            anyhow::ensure!(target_size_mb > 0, "--target-size-mb must be at least 1");
-            let opts = pinpipe::maintain::MaintainOptions {
-                target_size: target_size_mb << 20,
-                retention: std::time::Duration::from_secs(retention_hours * 3600),
-                optimize: !no_optimize,
-                vacuum: !no_vacuum,
-                checkpoint: !no_checkpoint,
-                ..Default::default()
-            };
-            let reports = pinpipe::block_on_tokio(pinpipe::maintain::run(&cfg.tables, &opts))?;
-            if reports.is_empty() {
-                println!("maintain: no tables under {}", cfg.tables.location);
-            }
-            for r in reports {
-                println!("{}", r.line());
-            }
-            Ok(())
-        }
-        Command::Gateway { listen } => {
-            if let Some(l) = listen {
-                cfg.gateway.listen = l;
-            }
-            cfg.validate()?;
-            pinpipe::block_on(pinpipe::gateway::run(&cfg))?;
-            Ok(())
-        }
-        Command::Emulate {
-            count,
-            rate,
-            seed,
-            out,
-            to,
-            url,
-            api,
-            token,
-            concurrency,
-            no_progress,
-        } => {
-            if let Some(s) = seed {
-                cfg.emulate.seed = s;
-            }
-            if let Some(r) = rate {
-                anyhow::ensure!(
-                    r.is_finite() && r > 0.0,
-                    "--rate must be a positive number of posts per second"
-                );
-            }
-            match to {
-                Target::Files => {
-                    let out = out.unwrap_or_else(|| cfg.batch.input.clone());
-                    let summary = pinpipe::block_on(pinpipe::emulate::files::write(
-                        &cfg.emulate,
-                        &cfg.tables,
-                        &out,
-                        count,
-                        rate,
-                        !no_progress,
-                    ))?;
-                    println!("{}", summary.line());
-                }
-                Target::Kafka => {
-                    let started = std::time::Instant::now();
-                    let n = pinpipe::block_on(pinpipe::emulate::kafka::produce(
-                        &cfg.emulate,
-                        &cfg.kafka,
-                        count,
-                        rate,
-                        !no_progress,
-                        None,
-                    ))?;
-                    let secs = started.elapsed().as_secs_f64();
-                    println!(
-                        "emulate: {count} posts, {n} records to {} in {secs:.2}s ({:.0} records/s)",
-                        cfg.kafka.brokers,
-                        n as f64 / secs.max(1e-9)
-                    );
-                }
-                Target::Gateway => {
-                    use pinpipe::emulate::gateway::{GatewayApi, GatewayTarget};
-                    anyhow::ensure!((1..=1024).contains(&concurrency), "--concurrency must be in 1..=1024");
-                    let pick = |map: std::collections::BTreeMap<String, Kind>, what: &str| {
-                        Kind::ALL.map(|k| {
-                            let name = map.iter().find(|(_, v)| **v == k).map(|(n, _)| n.clone());
-                            name.map(|n| (k, n))
-                                .ok_or_else(|| anyhow::anyhow!("no {what} maps to kind {k}"))
-                        })
-                    };
-                    let names = match api {
-                        GatewayApi::Kafka => pick(cfg.kafka.topic_map(), "topic in [kafka.topics]"),
-                        GatewayApi::Kinesis => pick(cfg.kinesis.stream_map(), "stream in [kinesis.streams]"),
-                    };
-                    let [a, b, c] = names;
-                    let target = GatewayTarget {
-                        url: url.unwrap_or_default(),
-                        api,
-                        token,
-                        concurrency,
-                        names: [a?, b?, c?],
-                    };
-                    let started = std::time::Instant::now();
-                    let s = pinpipe::block_on(pinpipe::emulate::gateway::post(
-                        &cfg.emulate,
-                        &target,
-                        count,
-                        rate,
-                        !no_progress,
-                    ))?;
-                    let secs = started.elapsed().as_secs_f64();
-                    println!(
-                        "emulate: {count} posts, {} records acknowledged by {} in {secs:.2}s ({:.0} records/s), \
-                         {} refused as malformed (400/422), {} retried requests",
-                        s.acked,
-                        target.url,
-                        s.acked as f64 / secs.max(1e-9),
-                        s.refused,
-                        s.retries
-                    );
-                }
-                Target::Kinesis => {
-                    let started = std::time::Instant::now();
-                    let n = pinpipe::block_on(pinpipe::emulate::kinesis::put(
-                        &cfg.emulate,
-                        &cfg.kinesis,
-                        count,
-                        rate,
-                        !no_progress,
-                    ))?;
-                    let secs = started.elapsed().as_secs_f64();
-                    let streams: Vec<String> = cfg.kinesis.stream_map().into_keys().collect();
-                    println!(
-                        "emulate: {count} posts, {n} records to {} in {secs:.2}s ({:.0} records/s)",
-                        streams.join(","),
-                        n as f64 / secs.max(1e-9)
-                    );
-                }
-            }
-            Ok(())
+        Target::Gateway => {
+            let target = gateway_target(cfg, &a)?;
+            let post = pinpipe::emulate::gateway::post(&cfg.emulate, &target, count, a.rate, progress);
+            let s = pinpipe::block_on(post)?;
+            println!(
+                "emulate: {count} posts, {} records acknowledged by {} in {:.2}s ({:.0} records/s), \
+                 {} refused as malformed (400/422), {} retried requests",
+                s.acked,
+                target.url,
+                started.elapsed().as_secs_f64(),
+                per_sec(s.acked),
+                s.refused,
+                s.retries
+            );
         }
     }
+    Ok(())
+}
+
+/// Where `emulate --to gateway` posts: the URL and, per kind, the topic or stream name.
+fn gateway_target(cfg: &Config, a: &EmulateArgs) -> anyhow::Result<pinpipe::emulate::gateway::GatewayTarget> {
+    use pinpipe::emulate::gateway::{GatewayApi, GatewayTarget};
+    anyhow::ensure!((1..=1024).contains(&a.concurrency), "--concurrency must be in 1..=1024");
+    let (map, what) = match a.api {
+        GatewayApi::Kafka => (cfg.kafka.topic_map(), "topic in [kafka.topics]"),
+        GatewayApi::Kinesis => (cfg.kinesis.stream_map(), "stream in [kinesis.streams]"),
+    };
+    let name = |k: Kind| {
+        map.iter()
+            .find(|(_, v)| **v == k)
+            .map(|(n, _)| (k, n.clone()))
+            .ok_or_else(|| anyhow::anyhow!("no {what} maps to kind {k}"))
+    };
+    Ok(GatewayTarget {
+        url: a.url.clone().unwrap_or_default(),
+        api: a.api,
+        token: a.token.clone(),
+        concurrency: a.concurrency,
+        names: [name(Kind::Pin)?, name(Kind::Geo)?, name(Kind::User)?],
+    })
 }

@@ -272,6 +272,7 @@ pub async fn answer(ctx: &SessionContext, q: &Question) -> Result<Vec<RecordBatc
 pub enum Format {
     /// Aligned tables on the terminal.
     Table,
+    /// Comma-separated values with a header line.
     Csv,
     /// An array of objects keyed by column name.
     Json,

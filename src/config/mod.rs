@@ -5,12 +5,15 @@
 //! Unknown keys are errors (a typo must not silently fall back to a default), and
 //! validation errors name the key and the allowed values.
 
+mod env;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::clean::{Kind, DEFAULT_MAX_RECORD_BYTES};
 use crate::sink::{TablesConfig, WriterConfig};
+use crate::validate::{ensure, invalid, Invalid};
 
 /// The default config file, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/pinpipe.toml";
@@ -108,10 +111,12 @@ pub enum ConfigError {
     Missing(PathBuf),
     #[error("config: {0}")]
     Load(#[from] config::ConfigError),
-    #[error("config key {key}: {message}")]
-    Invalid { key: &'static str, message: String },
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
     #[error("config key {key}: must be a whole number, got {value}")]
     NotWhole { key: String, value: f64 },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
 }
 
 /// The config crate rounds a float given for an integer key (`workers = 1.5` becomes 2)
@@ -140,13 +145,6 @@ fn refuse_fractions(value: &config::Value, defaults: &serde_json::Value, path: &
     Ok(())
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        message: message.into(),
-    }
-}
-
 impl Config {
     /// Loads `path` (or [`DEFAULT_PATH`] when it exists), applies `PINPIPE__*` overrides and
     /// validates.
@@ -154,159 +152,94 @@ impl Config {
         let mut b = config::Config::builder();
         match path {
             Some(p) if !p.exists() => return Err(ConfigError::Missing(p.to_path_buf())),
-            Some(p) => b = b.add_source(config::File::from(p)),
+            // TOML whatever the file is called (a ConfigMap key, `pinpipe.conf`).
+            Some(p) => b = b.add_source(config::File::from(p).format(config::FileFormat::Toml)),
             None if Path::new(DEFAULT_PATH).exists() => b = b.add_source(config::File::with_name(DEFAULT_PATH)),
             None => {}
         }
-        let env = config::Environment::with_prefix("PINPIPE")
-            .separator("__")
-            .try_parsing(true);
-        let merged = b.add_source(env).build()?;
         let defaults = serde_json::to_value(Config::default()).expect("the default config serializes");
+        // The environment last, typed by the config's own keys (see `env`).
+        let vars = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        let env = env::overrides(vars, &defaults)?;
+        let env = toml::to_string(&env).expect("a tree of tables, strings, numbers and lists is TOML");
+        let merged = b
+            .add_source(config::File::from_str(&env, config::FileFormat::Toml))
+            .build()?;
         refuse_fractions(&merged.cache, &defaults, "")?;
         let cfg: Config = merged.try_deserialize()?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// Checks ranges and combinations serde cannot.
+    /// Checks ranges and combinations serde cannot: each section's own `validate()`, then
+    /// what spans sections.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        crate::sink::table::location_url(&self.tables.location).map_err(|e| {
-            invalid(
-                "tables.location",
-                format!("{e} (allowed: a folder path or s3://bucket/prefix)"),
-            )
-        })?;
-        if self.tables.checkpoint_interval == 0 {
-            return Err(invalid("tables.checkpoint_interval", "must be at least 1"));
-        }
-        if self.tables.request_timeout_ms < 100 {
-            return Err(invalid("tables.request_timeout_ms", "must be at least 100"));
-        }
-        if self.tables.max_retries > 100 {
-            return Err(invalid("tables.max_retries", "must be at most 100"));
-        }
-        if let Some(ep) = &self.tables.endpoint {
-            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                return Err(invalid(
-                    "tables.endpoint",
-                    format!("{ep:?} is not an http:// or https:// URL"),
-                ));
-            }
-            if ep.starts_with("http://") && !self.tables.allow_http {
-                return Err(invalid(
-                    "tables.endpoint",
-                    "an http:// endpoint needs tables.allow_http = true",
-                ));
-            }
-        }
-        let w = &self.writer;
-        if w.max_rows == 0 {
-            return Err(invalid("writer.max_rows", "must be at least 1"));
-        }
-        if w.max_bytes < 1024 {
-            return Err(invalid("writer.max_bytes", "must be at least 1024"));
-        }
-        if w.max_age_ms == 0 {
-            return Err(invalid("writer.max_age_ms", "must be at least 1"));
-        }
-        if !(1..=22).contains(&w.zstd_level) {
-            return Err(invalid(
-                "writer.zstd_level",
-                format!("{} is outside the allowed 1..=22", w.zstd_level),
-            ));
-        }
-        if w.row_group_rows == 0 {
-            return Err(invalid("writer.row_group_rows", "must be at least 1"));
-        }
-        if w.commit_attempts == 0 {
-            return Err(invalid("writer.commit_attempts", "must be at least 1"));
-        }
-        if self.clean.max_record_bytes == 0 {
-            return Err(invalid("clean.max_record_bytes", "must be at least 1"));
-        }
-        if self.batch.concurrency == 0 || self.batch.concurrency > 256 {
-            return Err(invalid("batch.concurrency", "allowed: 1..=256"));
-        }
-        if self.batch.batch_rows == 0 {
-            return Err(invalid("batch.batch_rows", "must be at least 1"));
-        }
-        let e = &self.emulate;
-        if !(0.0..=1.0).contains(&e.invalid_share) {
-            return Err(invalid(
-                "emulate.invalid_share",
-                format!("{} is outside the allowed 0..=1", e.invalid_share),
-            ));
-        }
-        if e.index_pool == 0 {
-            return Err(invalid("emulate.index_pool", "must be at least 1"));
-        }
-        if e.partitions == 0 {
-            return Err(invalid("emulate.partitions", "must be at least 1"));
-        }
-        if e.records_per_file == 0 {
-            return Err(invalid("emulate.records_per_file", "must be at least 1"));
-        }
-        if e.topic_prefix.is_empty() || e.topic_prefix.contains(['/', ' ']) {
-            return Err(invalid(
-                "emulate.topic_prefix",
-                "must be non-empty, without '/' or spaces",
-            ));
-        }
-        let k = &self.kafka;
-        if !k.enabled && !self.kinesis.enabled {
-            return Err(invalid(
-                "kafka.enabled",
-                "kafka.enabled and kinesis.enabled are both false: `pinpipe run` would read nothing",
-            ));
-        }
-        if !["earliest", "latest"].contains(&k.auto_offset_reset.as_str()) {
-            return Err(invalid(
-                "kafka.auto_offset_reset",
-                format!("{:?} (allowed: earliest, latest)", k.auto_offset_reset),
-            ));
-        }
-        if k.brokers.trim().is_empty() {
-            return Err(invalid("kafka.brokers", "must list at least one host:port"));
-        }
-        if k.group_id.trim().is_empty() {
-            return Err(invalid("kafka.group_id", "must be non-empty"));
-        }
-        if k.batch_rows == 0 || k.batch_age_ms == 0 {
-            return Err(invalid(
-                "kafka.batch_rows",
-                "kafka.batch_rows and kafka.batch_age_ms must be at least 1",
-            ));
-        }
-        if k.workers == 0 || k.workers > 256 {
-            return Err(invalid("kafka.workers", format!("{} (allowed: 1..=256)", k.workers)));
-        }
-        if k.fetch_queue_kbytes < 64 || k.fetch_queue_kbytes > 2_097_151 {
-            return Err(invalid(
-                "kafka.fetch_queue_kbytes",
-                format!("{} (allowed: 64..=2097151, librdkafka's range)", k.fetch_queue_kbytes),
-            ));
-        }
-        if !k.msk_iam_region.is_empty() {
-            for (key, want) in [("security.protocol", "SASL_SSL"), ("sasl.mechanism", "OAUTHBEARER")] {
-                if let Some(v) = k.properties.get(key).filter(|v| !v.eq_ignore_ascii_case(want)) {
-                    return Err(invalid(
-                        "kafka.properties",
-                        format!("{key} = {v:?} contradicts kafka.msk_iam_region (allowed: {want}, or unset)"),
-                    ));
-                }
-            }
-        }
+        self.tables.validate()?;
+        self.writer.validate()?;
+        ensure(
+            self.clean.max_record_bytes > 0,
+            "clean.max_record_bytes",
+            "must be at least 1",
+        )?;
+        self.batch.validate()?;
+        self.emulate.validate()?;
+        self.kafka.validate()?;
+        self.kinesis.validate()?;
         self.metrics.addr().map_err(|m| invalid("metrics.listen", m))?;
-        self.kinesis.validate().map_err(|(key, m)| invalid(key, m))?;
         self.gateway.validate().map_err(|(key, m)| invalid(key, m))?;
-        if k.shutdown_grace_ms < 1_000 {
-            return Err(invalid(
-                "kafka.shutdown_grace_ms",
-                format!("{} (allowed: at least 1000)", k.shutdown_grace_ms),
-            ));
-        }
+        ensure(
+            self.kafka.enabled || self.kinesis.enabled,
+            "kafka.enabled",
+            "kafka.enabled and kinesis.enabled are both false: `pinpipe run` would read nothing",
+        )?;
         Ok(())
+    }
+
+    /// The sections `pinpipe run` uses.
+    pub fn run_config(&self) -> crate::run::RunConfig {
+        crate::run::RunConfig {
+            tables: self.tables.clone(),
+            writer: self.writer.clone(),
+            kafka: self.kafka.clone(),
+            kinesis: self.kinesis.clone(),
+            metrics: self.metrics.clone(),
+            max_record_bytes: self.clean.max_record_bytes,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// Checks the section; errors name the key.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        ensure(
+            (1..=256).contains(&self.concurrency),
+            "batch.concurrency",
+            "allowed: 1..=256",
+        )?;
+        ensure(self.batch_rows > 0, "batch.batch_rows", "must be at least 1")
+    }
+}
+
+impl EmulateConfig {
+    /// Checks the section; errors name the key.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        ensure(
+            (0.0..=1.0).contains(&self.invalid_share),
+            "emulate.invalid_share",
+            format!("{} is outside the allowed 0..=1", self.invalid_share),
+        )?;
+        ensure(self.index_pool > 0, "emulate.index_pool", "must be at least 1")?;
+        ensure(self.partitions > 0, "emulate.partitions", "must be at least 1")?;
+        ensure(
+            self.records_per_file > 0,
+            "emulate.records_per_file",
+            "must be at least 1",
+        )?;
+        ensure(
+            !(self.topic_prefix.is_empty() || self.topic_prefix.contains(['/', ' '])),
+            "emulate.topic_prefix",
+            "must be non-empty, without '/' or spaces",
+        )
     }
 }
 
@@ -314,19 +247,47 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// `config/pinpipe.toml` shows every key of every section (set, or commented out where
+    /// the default is unset or the machine's): a key added to a struct and not to the file,
+    /// or one left in the file after its key is gone, fails here.
     #[test]
-    fn msk_iam_rejects_contradicting_properties() {
-        let mut c = Config::default();
-        c.kafka.msk_iam_region = "us-east-1".into();
-        c.validate().unwrap();
-        c.kafka
-            .properties
-            .insert("sasl.mechanism".into(), "SCRAM-SHA-512".into());
-        let e = c.validate().unwrap_err().to_string();
+    fn the_example_config_shows_every_key() {
+        let text = include_str!("../../config/pinpipe.toml");
+        let mut shown: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        let mut section = String::new();
+        for line in text.lines() {
+            let l = line.trim_start_matches('#').trim();
+            if let Some(name) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+                // `[kafka]`, or a map shown as `# [kafka.properties]`.
+                if line.starts_with('[') {
+                    section = name.to_string();
+                } else {
+                    shown.insert(name.to_string());
+                }
+                continue;
+            }
+            let Some((key, _)) = l.split_once(" = ") else { continue };
+            if !section.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                shown.insert(format!("{section}.{key}"));
+            }
+        }
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        let mut keys = std::collections::BTreeSet::new();
+        for (section, fields) in defaults.as_object().unwrap() {
+            for key in fields.as_object().unwrap().keys() {
+                keys.insert(format!("{section}.{key}"));
+            }
+        }
+        let missing: Vec<&String> = keys.difference(&shown).collect();
+        let stale: Vec<&String> = shown.difference(&keys).collect();
+        assert!(missing.is_empty(), "config/pinpipe.toml lacks {missing:?}");
         assert!(
-            e.contains("kafka.properties") && e.contains("sasl.mechanism") && e.contains("OAUTHBEARER"),
-            "{e}"
+            stale.is_empty(),
+            "config/pinpipe.toml shows keys that do not exist: {stale:?}"
         );
+        // And it loads as it is.
+        let cfg: Config = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
     }
 
     #[test]
