@@ -185,3 +185,91 @@ fn valid_configs_pass() {
     let out = check_config(Some(&shipped), &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Sizes on the command line that would overflow when turned into bytes or seconds are
+/// refused naming the flag (they used to wrap silently).
+#[test]
+fn cli_sizes_that_overflow_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = dir.path().join("tables");
+    let big = u64::MAX.to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (&["maintain", "--retention-hours", &big], "--retention-hours"),
+        (&["maintain", "--target-size-mb", &big], "--target-size-mb"),
+        (&["maintain", "--target-size-mb", "0"], "--target-size-mb"),
+        (
+            &["report", "--memory-limit-mb", "18446744073709551615"],
+            "--memory-limit-mb",
+        ),
+    ];
+    for (args, flag) in cases {
+        let out = Command::new(BIN)
+            .current_dir(dir.path())
+            .env_remove("PINPIPE_CONFIG")
+            .args(args)
+            .args(["--tables", tables.to_str().unwrap()])
+            .output()
+            .unwrap();
+        if let Some(problem) = refusal_problem(&args.join(" "), &out, &[flag]) {
+            panic!("{problem}");
+        }
+    }
+}
+
+/// Environment overrides take their type from the config struct: a string that looks like
+/// a number stays a string, lists and maps can be set, map keys keep their case and spell
+/// dots as `__` (issue #28).
+#[test]
+fn environment_overrides_keep_their_types() {
+    let out = check_config(
+        None,
+        &[
+            ("PINPIPE__KAFKA__GROUP_ID", "0012"),
+            ("PINPIPE__GATEWAY__TOKENS", "tok-a,tok-b"),
+            ("PINPIPE__GATEWAY__STREAMS", r#"["s-1","s-2"]"#),
+            ("PINPIPE__KAFKA__PROPERTIES__ssl__ca__location", "/etc/ca.pem"),
+            ("PINPIPE__KAFKA__TOPICS__Events__Pins", "pin"),
+            ("PINPIPE__KAFKA__TOPICS__events__geo", "geo"),
+            ("PINPIPE__KAFKA__TOPICS__events__user", "user"),
+        ],
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg: toml::Table = toml::from_str(&printed).unwrap();
+    assert_eq!(cfg["kafka"]["group_id"].as_str(), Some("0012"), "{printed}");
+    let tokens: Vec<&str> = cfg["gateway"]["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(tokens, ["tok-a", "tok-b"]);
+    assert_eq!(cfg["gateway"]["streams"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        cfg["kafka"]["properties"]["ssl.ca.location"].as_str(),
+        Some("/etc/ca.pem"),
+        "{printed}"
+    );
+    assert_eq!(cfg["kafka"]["topics"]["Events.Pins"].as_str(), Some("pin"), "{printed}");
+}
+
+/// An error names its cause once, on one line (issue #28: the config crate's message was
+/// printed two and three times).
+#[test]
+fn an_error_says_its_cause_once() {
+    for (toml, env, needle) in [
+        (Some("[writer]\nmax_rowz = 5\n"), vec![], "max_rowz"),
+        (Some("[writer\n"), vec![], "case.toml"),
+        (
+            None,
+            vec![("PINPIPE__WRITER__MAX_ROWS", "many")],
+            "PINPIPE__WRITER__MAX_ROWS",
+        ),
+    ] {
+        let out = check_config(toml, &env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert_eq!(err.matches(needle).count(), 1, "{needle} said more than once: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "more than one line: {err}");
+    }
+}

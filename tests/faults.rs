@@ -609,3 +609,126 @@ fn three_writers_race_for_a_minute() {
     let _serial = serial();
     three_writers(60);
 }
+
+/// SIGTERM, then the exit status and how long the exit took (bounded by `within`).
+fn terminate_timed(p: &mut Proc, within: Duration) -> (std::process::ExitStatus, Duration) {
+    let t = Instant::now();
+    let status = p.terminate(within);
+    (status, t.elapsed())
+}
+
+/// Waits (bounded) until `p`'s log has `line`.
+fn wait_log(p: &mut Proc, line: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !p.log_text().contains(line) {
+        assert_alive(std::slice::from_mut(p), &format!("waiting for {line:?}"));
+        assert!(
+            Instant::now() < deadline,
+            "{line:?} not logged by {}:\n{}",
+            p.name,
+            p.tail()
+        );
+        std::thread::sleep(ms(20));
+    }
+}
+
+/// Item 10 of issue 22: SIGTERM lands while a rebalance is under way (the revoke callback
+/// drains and commits); the process exits within its grace period plus a small margin,
+/// reporting success, and the records end exactly once.
+#[test]
+fn sigterm_in_the_middle_of_a_rebalance_exits_within_the_grace() {
+    let _serial = serial();
+    let seed = seed();
+    let broker = Broker::start(1);
+    broker.create_topics("sg", 6);
+    let setup = Setup::new(&broker, "sg", 2000);
+    let grace = ms(5_000);
+    let env = [("PINPIPE__KAFKA__SHUTDOWN_GRACE_MS", grace.as_millis().to_string())];
+    let mut a = setup.spawn_env("a", &["run", "--no-progress"], &env);
+    let mut sent = broker.produce(&emulated("sg", 3000, 6, seed)).len();
+    wait_until_rows(
+        sent,
+        Duration::from_secs(60),
+        ms(300),
+        std::slice::from_mut(&mut a),
+        || setup.count(),
+    );
+    sent += broker.produce(&emulated("sg", 3000, 6, seed + 1)).len();
+    // A second member joins: `a` revokes partitions (its callback drains and commits them).
+    let b = setup.spawn_env("b", &["run", "--no-progress"], &env);
+    wait_log(&mut a, "partitions revoked", Duration::from_secs(60));
+    let (status, took) = terminate_timed(&mut a, grace + ms(10_000));
+    assert!(
+        took <= grace + ms(3_000),
+        "exit took {took:?}, grace {grace:?}:\n{}",
+        a.tail()
+    );
+    assert!(
+        status.success(),
+        "nothing was stuck, so everything was committed: {status}\n{}",
+        a.tail()
+    );
+    eprintln!("SIGTERM mid-rebalance: exited in {took:?} (grace {grace:?}), {status}");
+    let mut procs = vec![b];
+    settle_and_check(&setup, sent, &mut procs, "kafka", Duration::from_secs(120));
+}
+
+/// Item 10 of issue 22: SIGTERM while every request to the store hangs. The last flush
+/// cannot commit; the process gives up at the grace deadline, exits non-zero (not
+/// everything was committed), and a restart once the store is back commits every record
+/// exactly once.
+#[test]
+fn sigterm_while_the_store_stalls_exits_within_the_grace() {
+    let _serial = serial();
+    let seed = seed();
+    let s3 = S3Server::start();
+    s3.create_bucket("tables");
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = stalled.clone();
+    let rule = move |_: &Request<'_>| -> Option<Answer> {
+        if st.load(Ordering::Relaxed) {
+            // Longer than any grace period here; the request is forwarded afterwards.
+            std::thread::sleep(ms(40_000));
+        }
+        None
+    };
+    let proxy = FaultProxy::start(s3.port, Arc::new(rule));
+    let broker = Broker::start(1);
+    broker.create_topics("ss", 3);
+    let setup = Setup::new(&broker, "ss", 100_000);
+    let grace = ms(4_000);
+    let extra = [
+        ("PINPIPE__KAFKA__SHUTDOWN_GRACE_MS", grace.as_millis().to_string()),
+        // Flushes only on demand here: the last one is the one that hangs.
+        ("PINPIPE__WRITER__MAX_AGE_MS", "600000".to_string()),
+    ];
+    let mut p = kafka_to_s3(&setup, "run", &proxy.endpoint(), free_port(), &extra);
+    let mut sent = broker.produce(&emulated("ss", 500, 3, seed)).len();
+    // The records are read (not committed: the age is ten minutes) before the store stalls.
+    wait_log(&mut p, "partition actor started", Duration::from_secs(60));
+    std::thread::sleep(ms(3_000));
+    stalled.store(true, Ordering::Relaxed);
+    let (status, took) = terminate_timed(&mut p, grace + ms(20_000));
+    assert!(
+        took <= grace + ms(3_000),
+        "exit took {took:?}, grace {grace:?}:\n{}",
+        p.tail()
+    );
+    assert!(
+        !status.success(),
+        "the last flush cannot have committed: {status}\n{}",
+        p.tail()
+    );
+    eprintln!("SIGTERM on a stalled store: exited in {took:?} (grace {grace:?}), {status}");
+    stalled.store(false, Ordering::Relaxed);
+    sent += broker.produce(&emulated("ss", 200, 3, seed + 1)).len();
+    let mut procs = vec![kafka_to_s3(&setup, "again", &proxy.endpoint(), free_port(), &[])];
+    wait_s3_rows(&s3, sent, Duration::from_secs(120), &mut procs);
+    std::thread::sleep(ms(2000));
+    assert!(
+        procs[0].terminate(Duration::from_secs(60)).success(),
+        "{}",
+        procs[0].tail()
+    );
+    check_s3_tables(&s3, sent);
+}

@@ -334,3 +334,58 @@ fn demo_runs_to_completion() {
     }
     assert_eq!(total, 900, "every emulated record in exactly one table");
 }
+
+/// Issue #28: a broker address with nothing listening. `pinpipe run` says so once, with the
+/// address, and then only as a periodic reminder (it wrote ~40 lines a second); `emulate
+/// --to kafka` gives up within `message.timeout.ms` with an error naming the brokers
+/// instead of waiting librdkafka's default 300 s.
+#[test]
+fn a_dead_broker_is_said_once_and_emulate_gives_up_in_time() {
+    let dead = format!("127.0.0.1:{}", support::free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("PINPIPE__KAFKA__BROKERS", dead.clone()),
+        (
+            "PINPIPE__TABLES__LOCATION",
+            dir.path().join("t").to_string_lossy().into_owned(),
+        ),
+        ("PINPIPE__METRICS__LISTEN", "127.0.0.1:0".to_string()),
+    ];
+    let log = dir.path().join("run.log");
+    let mut run = std::process::Command::new(support::kafka::BIN)
+        .args(["run", "--no-progress"])
+        .env_remove("PINPIPE_LOG")
+        .env_remove("PINPIPE_CONFIG")
+        .envs(env.iter().cloned())
+        .current_dir(dir.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(15));
+    support::kafka::signal(&run, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while run.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "run did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines = text.lines().count();
+    eprintln!("{lines} log lines in 15 s of a dead broker:\n{text}");
+    assert!(text.contains(&dead), "the address is named: {text}");
+    assert!((1..=6).contains(&lines), "{lines} lines in 15 s:\n{text}");
+
+    let started = Instant::now();
+    let out = std::process::Command::new(support::kafka::BIN)
+        .args(["emulate", "--to", "kafka", "--count", "10", "--no-progress"])
+        .env_remove("PINPIPE_CONFIG")
+        .envs(env.iter().cloned())
+        .env("PINPIPE__KAFKA__PROPERTIES__message__timeout__ms", "3000")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&dead) && err.contains("3000 ms"), "{err}");
+    assert!(took < Duration::from_secs(20), "emulate took {took:?}: {err}");
+}
