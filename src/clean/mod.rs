@@ -41,7 +41,10 @@ mod tests {
             clean(Kind::User, br#"{"ind":1,"timestamp":"2020-01-01 00:00:00"}"#, max).map_err(|e| e.to_string()),
             Err("wrong kind: no user fields".to_string())
         );
-        assert!(matches!(clean(Kind::Pin, br#"{"ind":1,"index":"x"}"#, max), Err(Reject::Field { field: "index", .. })));
+        assert!(matches!(
+            clean(Kind::Pin, br#"{"ind":1,"index":"x"}"#, max),
+            Err(Reject::Field { field: "index", .. })
+        ));
         assert!(clean(Kind::Geo, br#"{"ind":1,"country":""}"#, max).is_ok());
         let r = clean(Kind::User, br#"{"ind":1,"first_name":"A\u00e9"}"#, max).unwrap();
         assert!(matches!(r, Row::User(UserRow { user_name: Some(ref n), .. }) if n == "Aé"));

@@ -65,11 +65,17 @@ pub enum Reject {
     InvalidUtf8,
     InvalidJson(String),
     NotObject,
-    TooLarge { size: usize, max: usize },
+    TooLarge {
+        size: usize,
+        max: usize,
+    },
     /// Rule 8: the key is there but none of the kind's other fields (a record of another
     /// kind posted to this kind's topic or stream).
     WrongKind(Kind),
-    Field { field: &'static str, error: FieldError },
+    Field {
+        field: &'static str,
+        error: FieldError,
+    },
 }
 
 impl Reject {
