@@ -23,7 +23,7 @@ pub struct Config {
     pub writer: WriterConfig,
     pub clean: CleanConfig,
     pub batch: BatchConfig,
-    pub emulate: EmulateConfig,
+    pub emulate: crate::emulate::EmulateConfig,
     pub kafka: crate::sources::kafka::KafkaConfig,
     pub kinesis: crate::sources::kinesis::KinesisConfig,
     pub metrics: crate::metrics::MetricsConfig,
@@ -67,36 +67,6 @@ impl Default for BatchConfig {
             kind: None,
             concurrency: 4,
             batch_rows: 8192,
-        }
-    }
-}
-
-/// `[emulate]`: the deterministic post generator.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EmulateConfig {
-    pub seed: u64,
-    /// Share of records made invalid on purpose (dead-letter path), 0..=1.
-    pub invalid_share: f64,
-    /// Indexes are drawn from 0..index_pool, so posts repeat like the seed's.
-    pub index_pool: u64,
-    /// Topics are `<topic_prefix>.pin|geo|user`.
-    pub topic_prefix: String,
-    /// Kafka partitions per topic in the file layout.
-    pub partitions: u32,
-    /// Records per file in the Kafka Connect layout.
-    pub records_per_file: usize,
-}
-
-impl Default for EmulateConfig {
-    fn default() -> Self {
-        Self {
-            seed: 42,
-            invalid_share: 0.005,
-            index_pool: 11_000,
-            topic_prefix: "pinpipe".into(),
-            partitions: 3,
-            records_per_file: 10_000,
         }
     }
 }
@@ -231,28 +201,9 @@ impl Config {
         if self.batch.batch_rows == 0 {
             return Err(invalid("batch.batch_rows", "must be at least 1"));
         }
-        let e = &self.emulate;
-        if !(0.0..=1.0).contains(&e.invalid_share) {
-            return Err(invalid(
-                "emulate.invalid_share",
-                format!("{} is outside the allowed 0..=1", e.invalid_share),
-            ));
-        }
-        if e.index_pool == 0 {
-            return Err(invalid("emulate.index_pool", "must be at least 1"));
-        }
-        if e.partitions == 0 {
-            return Err(invalid("emulate.partitions", "must be at least 1"));
-        }
-        if e.records_per_file == 0 {
-            return Err(invalid("emulate.records_per_file", "must be at least 1"));
-        }
-        if e.topic_prefix.is_empty() || e.topic_prefix.contains(['/', ' ']) {
-            return Err(invalid(
-                "emulate.topic_prefix",
-                "must be non-empty, without '/' or spaces",
-            ));
-        }
+        self.emulate.validate().map_err(|e| match e {
+            crate::emulate::EmulateError::InvalidConfig { key, message } => invalid(key, message),
+        })?;
         let k = &self.kafka;
         if !k.enabled && !self.kinesis.enabled {
             return Err(invalid(

@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 
-use super::Generator;
+use super::{EmulateConfig, Generator};
 use crate::clean::Kind;
-use crate::config::EmulateConfig;
 
 /// Attempts of one request before the run stops.
 const MAX_ATTEMPTS: u32 = 30;

@@ -14,7 +14,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::data::{GeoData, PinData, UserData};
 use super::render::{render, Break, BREAKS};
-use super::{EmulateError, EmulatorConfig};
+use super::{EmulateConfig, EmulateError};
 use crate::clean::Kind;
 
 /// Pools up to this size keep each index's rendered records (about 720 bytes an index):
@@ -43,7 +43,7 @@ impl Post {
 
 /// An endless, deterministic stream of posts.
 pub struct Generator {
-    cfg: EmulatorConfig,
+    cfg: EmulateConfig,
     /// The main stream: indexes, breaks and cuts.
     rng: StdRng,
     /// The valid records of each index once rendered (empty: not yet), if the pool is small.
@@ -52,40 +52,22 @@ pub struct Generator {
 
 impl Generator {
     /// A generator with the `[emulate]` section's seed, invalid share and index pool.
-    pub fn from_config(cfg: &crate::config::EmulateConfig) -> Result<Self, EmulateError> {
-        Self::new(EmulatorConfig {
-            seed: cfg.seed,
-            invalid_share: cfg.invalid_share,
-            index_pool: cfg.index_pool,
-        })
+    pub fn from_config(cfg: &EmulateConfig) -> Result<Self, EmulateError> {
+        Self::new(cfg.clone())
     }
 
-    pub fn new(cfg: EmulatorConfig) -> Result<Self, EmulateError> {
-        let bad = |field, reason: String| Err(EmulateError::InvalidConfig { field, reason });
-        if !(0.0..=1.0).contains(&cfg.invalid_share) {
-            return bad(
-                "invalid_share",
-                format!("{} is outside the allowed 0..=1", cfg.invalid_share),
-            );
-        }
-        if cfg.index_pool == 0 {
-            return bad("index_pool", "must be at least 1".into());
-        }
-        if cfg.index_pool > 1 << 63 {
-            return bad(
-                "index_pool",
-                format!("{} is more than indexes fit in int64", cfg.index_pool),
-            );
-        }
+    /// Refuses a config that [`EmulateConfig::validate`] refuses.
+    pub fn new(cfg: EmulateConfig) -> Result<Self, EmulateError> {
+        cfg.validate()?;
         let cache = (cfg.index_pool <= CACHE_MAX_POOL).then(|| vec![Default::default(); cfg.index_pool as usize]);
         Ok(Generator {
-            cfg,
             rng: StdRng::seed_from_u64(cfg.seed),
+            cfg,
             cache,
         })
     }
 
-    pub fn config(&self) -> &EmulatorConfig {
+    pub fn config(&self) -> &EmulateConfig {
         &self.cfg
     }
 

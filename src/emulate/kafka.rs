@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use super::Generator;
+use super::{EmulateConfig, Generator};
 use crate::clean::Kind;
-use crate::config::EmulateConfig;
 use crate::sources::kafka::{KafkaConfig, RunStats};
 use crate::sources::msk_iam::AuthContext;
 

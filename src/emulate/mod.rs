@@ -13,14 +13,14 @@
 //! dead-letter path (truncated JSON, trailing garbage, `NaN`, a missing or non-integer key,
 //! `"abc"` for `age`, latitude `123.0`, ...).
 //!
-//! Determinism: the same [`EmulatorConfig`] gives byte-identical posts, for a given `rand`
+//! Determinism: the same [`EmulateConfig`] gives byte-identical posts, for a given `rand`
 //! version (`Cargo.lock` pins it; `StdRng`'s algorithm may change across `rand` releases).
 //! Every record is valid UTF-8 on a single line (no raw newline), never blank, so JSON
 //! Lines files of posts split back into the same records.
 //!
 //! | file | what |
 //! |---|---|
-//! | `config.rs` | [`EmulatorConfig`], the generator's settings |
+//! | `config.rs` | `[emulate]`: [`EmulateConfig`], its defaults and validation |
 //! | `generator.rs` | [`Generator`] and [`Post`]: which index, which breaks, the cache |
 //! | `data.rs` | what an index's pin, geo and user say, dirty data included |
 //! | `render.rs` | a record's JSON bytes and the deliberate breaks |
@@ -39,8 +39,12 @@ mod render;
 mod tests;
 mod words;
 
-pub use self::config::{EmulateError, EmulatorConfig};
+pub use self::config::{EmulateConfig, EmulateError};
 pub use generator::{Generator, Post};
+
+/// The config's former name, kept while callers outside `src/` (the test harness) move
+/// to [`EmulateConfig`]; it is the same type, not a copy.
+pub type EmulatorConfig = EmulateConfig;
 
 /// The progress bar of an emulator run, counting posts (hidden when `progress` is off).
 pub(crate) fn posts_bar(count: u64, progress: bool) -> indicatif::ProgressBar {
