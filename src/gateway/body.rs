@@ -422,9 +422,13 @@ mod tests {
     fn kinesis_data_as_base64() {
         let one = kinesis_record(br#"{"Data":"eyJpbmQiOjF9","PartitionKey":"k"}"#).unwrap();
         assert_eq!(*one.records[0].data, br#"{"ind":1}"#[..]);
-        // Unpadded, and with a JSON escape in the string.
-        let one = kinesis_record(br#"{"Data":"eyJpbmQiOjF9\u003d","PartitionKey":"k"}"#).unwrap();
-        assert_eq!(*one.records[0].data, br#"{"ind":1}"#[..]);
+        // Unpadded; and padded with JSON escapes in the string (`\u003d` is `=`, `\/` is `/`).
+        let one = kinesis_record(br#"{"Data":"eyJpbmQiOjEyfQ","PartitionKey":"k"}"#).unwrap();
+        assert_eq!(*one.records[0].data, br#"{"ind":12}"#[..]);
+        let one = kinesis_record(br#"{"Data":"eyJpbmQiOjEyfQ\u003d\u003d","PartitionKey":"k"}"#).unwrap();
+        assert_eq!(*one.records[0].data, br#"{"ind":12}"#[..]);
+        let one = kinesis_record(br#"{"Data":"AP\/\/","PartitionKey":"k"}"#).unwrap();
+        assert_eq!(*one.records[0].data, [0u8, 255, 255][..]);
         let many = kinesis_records(br#"{"Records":[{"Data":"AP8=","PartitionKey":"k"},{"Data":"","PartitionKey":"k"}]}"#).unwrap();
         assert_eq!(*many.records[0].data, [0u8, 255][..]);
         assert!(many.records[1].data.is_empty());
