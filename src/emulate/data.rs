@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 
+use chrono::{Datelike, Timelike};
 use rand::rngs::StdRng;
 use rand::RngExt;
 
@@ -315,27 +316,33 @@ impl UserData {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` of a UTC instant.
+/// `YYYY-MM-DD HH:MM:SS` of a UTC instant (chrono's `%Y-%m-%d %H:%M:%S`), kept inline:
+/// no allocation per record.
 struct DateTime([u8; 19]);
 
 impl DateTime {
+    /// `secs` since the epoch; years 0..=9999 only (the generator draws 2015..2023).
+    ///
+    /// chrono does the calendar; the digits are written here because chrono's formatter
+    /// (even with pre-parsed items, into a stack buffer) costs about 80 ns more per
+    /// datetime, which made uncached generation (two datetimes a post) about 10% slower.
     fn new(secs: i64) -> Self {
-        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-        let (y, m, d) = civil_from_days(days);
+        let t = chrono::DateTime::from_timestamp(secs, 0)
+            .expect("a year chrono represents")
+            .naive_utc();
+        let year = u32::try_from(t.year()).expect("a year after 0");
+        debug_assert!(year <= 9999, "a year of 4 digits");
         let mut b = *b"0000-00-00 00:00:00";
-        let mut put = |at: usize, v: i64, width: usize| {
-            let mut v = v;
-            for i in (at..at + width).rev() {
-                b[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
-        };
-        put(0, y, 4);
-        put(5, m, 2);
-        put(8, d, 2);
-        put(11, rem / 3600, 2);
-        put(14, rem % 3600 / 60, 2);
-        put(17, rem % 60, 2);
+        for (at, width, v) in [
+            (0, 4, year),
+            (5, 2, t.month()),
+            (8, 2, t.day()),
+            (11, 2, t.hour()),
+            (14, 2, t.minute()),
+            (17, 2, t.second()),
+        ] {
+            zero_padded(&mut b[at..at + width], v);
+        }
         DateTime(b)
     }
 
@@ -344,17 +351,12 @@ impl DateTime {
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// `v`'s last `out.len()` decimal digits, zero-padded.
+fn zero_padded(out: &mut [u8], mut v: u32) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 #[cfg(test)]
@@ -374,6 +376,11 @@ mod tests {
         for secs in (T2015..T2023).step_by(7_777_777) {
             let us = crate::clean::value::parse_timestamp(DateTime::new(secs).as_str()).unwrap();
             assert_eq!(us, secs * 1_000_000);
+        }
+        // Byte for byte chrono's own `%Y-%m-%d %H:%M:%S`, across the generator's range.
+        for secs in (T2015..T2023).step_by(86_399) {
+            let t = chrono::DateTime::from_timestamp(secs, 0).unwrap();
+            assert_eq!(DateTime::new(secs).as_str(), t.format("%Y-%m-%d %H:%M:%S").to_string());
         }
     }
 
