@@ -161,57 +161,84 @@ fn request(api: GatewayApi, base: &str, name: &str, ind: i64, record: &[u8]) -> 
 
 /// Sends one request until it is answered for good: `(acknowledged, retries)`.
 async fn send(client: &reqwest::Client, t: &GatewayTarget, r: Request) -> Result<(bool, u64), GatewayPostError> {
-    let content_type = match t.api {
-        GatewayApi::Kafka => "application/vnd.kafka.json.v2+json",
-        GatewayApi::Kinesis => "application/json",
-    };
     let mut last = String::new();
     for attempt in 0..MAX_ATTEMPTS {
-        let mut req = match t.api {
-            GatewayApi::Kafka => client.post(&r.target),
-            GatewayApi::Kinesis => client.put(&r.target),
-        }
-        .header(CONTENT_TYPE, content_type)
-        .body(r.body.clone());
-        if let Some(tok) = &t.token {
-            let v = HeaderValue::from_str(&format!("Bearer {tok}"))
-                .map_err(|_| GatewayPostError::Url("the token has characters not allowed in a header".into()))?;
-            req = req.header(AUTHORIZATION, v);
-        }
-        let wait = match req.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
-                let body = resp.text().await.unwrap_or_default();
-                match status {
-                    200..=299 => return Ok((true, u64::from(attempt))),
-                    400 | 422 => {
-                        tracing::debug!(target = %r.target, status, %body, "gateway refused a record");
-                        return Ok((false, u64::from(attempt)));
-                    }
-                    503 => {
-                        last = format!("HTTP 503: {body}");
-                        Duration::from_secs(retry_after.unwrap_or(1).min(30))
-                    }
-                    _ => {
-                        return Err(GatewayPostError::Refused {
-                            target: r.target.clone(),
-                            status,
-                            body,
-                        })
-                    }
+        let wait = match http_request(client, t, &r)?.send().await {
+            Ok(resp) => match answer(&r, resp).await? {
+                Answer::Final { acked } => return Ok((acked, u64::from(attempt))),
+                Answer::Retry { wait, why } => {
+                    last = why;
+                    wait
                 }
-            }
+            },
             Err(e) => {
                 last = e.to_string();
-                Duration::from_millis((100u64 << attempt.min(5)).min(3_000))
+                connect_backoff(attempt)
             }
         };
         tokio::time::sleep(wait).await;
     }
     Err(GatewayPostError::GaveUp { target: r.target, last })
+}
+
+/// The HTTP request of `r`, in the shape of `t.api`.
+fn http_request(
+    client: &reqwest::Client,
+    t: &GatewayTarget,
+    r: &Request,
+) -> Result<reqwest::RequestBuilder, GatewayPostError> {
+    let (req, content_type) = match t.api {
+        GatewayApi::Kafka => (client.post(&r.target), "application/vnd.kafka.json.v2+json"),
+        GatewayApi::Kinesis => (client.put(&r.target), "application/json"),
+    };
+    let mut req = req.header(CONTENT_TYPE, content_type).body(r.body.clone());
+    if let Some(tok) = &t.token {
+        let v = HeaderValue::from_str(&format!("Bearer {tok}"))
+            .map_err(|_| GatewayPostError::Url("the token has characters not allowed in a header".into()))?;
+        req = req.header(AUTHORIZATION, v);
+    }
+    Ok(req)
+}
+
+/// What the gateway's answer means for the record.
+enum Answer {
+    /// Answered for good: acknowledged, or refused as malformed (`acked: false`).
+    Final { acked: bool },
+    /// Busy (503): try again after `wait`.
+    Retry { wait: Duration, why: String },
+}
+
+/// Reads an answer: 2xx acknowledged, 400/422 a record broken on purpose, 503 busy; any
+/// other status is a setup problem that stops the run.
+async fn answer(r: &Request, resp: reqwest::Response) -> Result<Answer, GatewayPostError> {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = resp.text().await.unwrap_or_default();
+    match status {
+        200..=299 => Ok(Answer::Final { acked: true }),
+        400 | 422 => {
+            tracing::debug!(target = %r.target, status, %body, "gateway refused a record");
+            Ok(Answer::Final { acked: false })
+        }
+        // The gateway says when to come back; capped so a bad header cannot stall the run.
+        503 => Ok(Answer::Retry {
+            wait: Duration::from_secs(retry_after.unwrap_or(1).min(30)),
+            why: format!("HTTP 503: {body}"),
+        }),
+        _ => Err(GatewayPostError::Refused {
+            target: r.target.clone(),
+            status,
+            body,
+        }),
+    }
+}
+
+/// The wait after a connection error: 100 ms doubling to 3 s, no jitter.
+// TODO(backoff): becomes `crate::backoff` at merge (one backoff helper for the tree).
+fn connect_backoff(attempt: u32) -> Duration {
+    Duration::from_millis((100u64 << attempt.min(5)).min(3_000))
 }
