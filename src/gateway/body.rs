@@ -191,7 +191,8 @@ fn kinesis_entry<'a>(
 /// padded or not.
 const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
     &base64::alphabet::STANDARD,
-    base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
 );
 
 /// A `Data` value's record bytes: a string is base64 (decoded), anything else is the
@@ -429,7 +430,9 @@ mod tests {
         assert_eq!(*one.records[0].data, br#"{"ind":12}"#[..]);
         let one = kinesis_record(br#"{"Data":"AP\/\/","PartitionKey":"k"}"#).unwrap();
         assert_eq!(*one.records[0].data, [0u8, 255, 255][..]);
-        let many = kinesis_records(br#"{"Records":[{"Data":"AP8=","PartitionKey":"k"},{"Data":"","PartitionKey":"k"}]}"#).unwrap();
+        let many =
+            kinesis_records(br#"{"Records":[{"Data":"AP8=","PartitionKey":"k"},{"Data":"","PartitionKey":"k"}]}"#)
+                .unwrap();
         assert_eq!(*many.records[0].data, [0u8, 255][..]);
         assert!(many.records[1].data.is_empty());
         for bad in [r#""not base64!""#, r#""eyJ""#, r#""eyJp bmQ=""#] {
