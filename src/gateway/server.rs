@@ -3,6 +3,7 @@
 //! and flushes the producer.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,6 @@ use super::refusal::{reject, Api};
 use super::streams::{stream_record, stream_records};
 use super::topics::topic_route;
 use super::{GatewayConfig, GatewayError, TOKENS_ENV};
-use crate::config::Config;
 use crate::metrics::metrics;
 use crate::sources::kafka::KafkaConfig;
 use crate::sources::kinesis::KinesisConfig;
@@ -48,9 +48,9 @@ impl Gateway {
     }
 }
 
-/// Starts the gateway on `cfg.gateway.listen`. Needs a running actix `System`.
-pub async fn serve(cfg: &Config) -> Result<Gateway, GatewayError> {
-    let (gw, kafka, kinesis) = (&cfg.gateway, &cfg.kafka, &cfg.kinesis);
+/// Starts the gateway on `gw.listen`, producing to Kafka and/or Kinesis as their
+/// sections enable. Needs a running actix `System`.
+pub async fn serve(gw: &GatewayConfig, kafka: &KafkaConfig, kinesis: &KinesisConfig) -> Result<Gateway, GatewayError> {
     gw.validate().map_err(|(k, m)| config_err(k, m))?;
     let addr = gw.addr().map_err(|m| config_err("gateway.listen", m))?;
     let state = state(gw, kafka, kinesis).await?;
@@ -79,11 +79,17 @@ pub async fn serve(cfg: &Config) -> Result<Gateway, GatewayError> {
     })
 }
 
-/// `pinpipe gateway`: serves until SIGINT/SIGTERM.
-pub async fn run(cfg: &Config) -> Result<(), GatewayError> {
-    let gateway = serve(cfg).await?;
+/// `pinpipe gateway`: serves until `stop` resolves (the CLI passes SIGINT/SIGTERM), then
+/// finishes the requests in progress.
+pub async fn run(
+    gw: &GatewayConfig,
+    kafka: &KafkaConfig,
+    kinesis: &KinesisConfig,
+    stop: impl Future<Output = ()>,
+) -> Result<(), GatewayError> {
+    let gateway = serve(gw, kafka, kinesis).await?;
     eprintln!("gateway: listening on http://{}", gateway.addr);
-    crate::demo::shutdown_signal().await;
+    stop.await;
     eprintln!("gateway: stopping (finishing requests in progress)");
     gateway.stop().await;
     Ok(())
