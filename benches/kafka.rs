@@ -30,7 +30,7 @@ use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
 use pinpipe::clean::Kind;
-use pinpipe::emulate::{EmulatorConfig, Generator};
+use pinpipe::emulate::{EmulateConfig, Generator};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pinpipe");
 type Record = (String, i32, Vec<u8>);
@@ -65,7 +65,7 @@ fn now_ms() -> i64 {
 
 /// Posts as records of `<prefix>.<kind>`, round robin over the partitions.
 fn records(prefix: &str, posts: u64, partitions: i32, seed: u64) -> Vec<Record> {
-    let mut gen = Generator::new(EmulatorConfig {
+    let mut gen = Generator::new(EmulateConfig {
         seed,
         // Every post distinct: no repeated strings flattering compression.
         index_pool: 1 << 40,

@@ -9,7 +9,7 @@ use std::time::Instant;
 mod support;
 
 use pinpipe::clean::Kind;
-use pinpipe::emulate::{EmulatorConfig, Generator};
+use pinpipe::emulate::Generator;
 use pinpipe::sink::{TablesConfig, WriterConfig, Writers};
 use pinpipe::sources::batch::{self, BatchOptions};
 
@@ -70,11 +70,8 @@ fn main() {
     // Before the in-memory record set below exists: this is the pipeline's own peak.
     let rss = peak_rss_mb();
     let e2e_line = s.line();
-    let mut gen = Generator::new(EmulatorConfig {
-        index_pool: cfg.emulate.index_pool,
-        ..Default::default()
-    })
-    .expect("emulator config");
+    // The same posts the files above hold.
+    let mut gen = Generator::from_config(&cfg.emulate).expect("emulator config");
     let mut records: Vec<(Kind, Vec<u8>)> = Vec::with_capacity(posts as usize * 3);
     for _ in 0..posts {
         let p = gen.next_post();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rdkafka::mocking::MockCluster;
 
-use crate::config::EmulateConfig;
+use crate::emulate::EmulateConfig;
 use crate::metrics::{self, Health};
 use crate::run::{run_with, RunConfig, RunOptions, RunSummary};
 use crate::sources::RunStats;

@@ -335,7 +335,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cfg.gateway.listen = l;
             }
             cfg.validate()?;
-            pinpipe::block_on(pinpipe::gateway::run(&cfg))?;
+            let stop = pinpipe::shutdown::signal();
+            pinpipe::block_on(pinpipe::gateway::run(&cfg.gateway, &cfg.kafka, &cfg.kinesis, stop))?;
             Ok(())
         }
         Command::Emulate(args) => run_emulate(&mut cfg, args),

@@ -26,7 +26,7 @@ pub struct Config {
     pub writer: WriterConfig,
     pub clean: CleanConfig,
     pub batch: BatchConfig,
-    pub emulate: EmulateConfig,
+    pub emulate: crate::emulate::EmulateConfig,
     pub kafka: crate::sources::kafka::KafkaConfig,
     pub kinesis: crate::sources::kinesis::KinesisConfig,
     pub metrics: crate::metrics::MetricsConfig,
@@ -70,36 +70,6 @@ impl Default for BatchConfig {
             kind: None,
             concurrency: 4,
             batch_rows: 8192,
-        }
-    }
-}
-
-/// `[emulate]`: the deterministic post generator.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EmulateConfig {
-    pub seed: u64,
-    /// Share of records made invalid on purpose (dead-letter path), 0..=1.
-    pub invalid_share: f64,
-    /// Indexes are drawn from 0..index_pool, so posts repeat like the seed's.
-    pub index_pool: u64,
-    /// Topics are `<topic_prefix>.pin|geo|user`.
-    pub topic_prefix: String,
-    /// Kafka partitions per topic in the file layout.
-    pub partitions: u32,
-    /// Records per file in the Kafka Connect layout.
-    pub records_per_file: usize,
-}
-
-impl Default for EmulateConfig {
-    fn default() -> Self {
-        Self {
-            seed: 42,
-            invalid_share: 0.005,
-            index_pool: 11_000,
-            topic_prefix: "pinpipe".into(),
-            partitions: 3,
-            records_per_file: 10_000,
         }
     }
 }
@@ -217,29 +187,6 @@ impl BatchConfig {
             "allowed: 1..=256",
         )?;
         ensure(self.batch_rows > 0, "batch.batch_rows", "must be at least 1")
-    }
-}
-
-impl EmulateConfig {
-    /// Checks the section; errors name the key.
-    pub fn validate(&self) -> Result<(), Invalid> {
-        ensure(
-            (0.0..=1.0).contains(&self.invalid_share),
-            "emulate.invalid_share",
-            format!("{} is outside the allowed 0..=1", self.invalid_share),
-        )?;
-        ensure(self.index_pool > 0, "emulate.index_pool", "must be at least 1")?;
-        ensure(self.partitions > 0, "emulate.partitions", "must be at least 1")?;
-        ensure(
-            self.records_per_file > 0,
-            "emulate.records_per_file",
-            "must be at least 1",
-        )?;
-        ensure(
-            !(self.topic_prefix.is_empty() || self.topic_prefix.contains(['/', ' '])),
-            "emulate.topic_prefix",
-            "must be non-empty, without '/' or spaces",
-        )
     }
 }
 

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use super::Generator;
+use super::{EmulateConfig, Generator};
 use crate::clean::Kind;
-use crate::config::EmulateConfig;
 use crate::sink::TablesConfig;
 
 /// Errors writing emulator files.

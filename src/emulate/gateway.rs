@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 
-use super::Generator;
+use super::{EmulateConfig, Generator};
 use crate::clean::Kind;
-use crate::config::EmulateConfig;
 
 /// Attempts of one request before the run stops.
 const MAX_ATTEMPTS: u32 = 30;
@@ -162,57 +161,79 @@ fn request(api: GatewayApi, base: &str, name: &str, ind: i64, record: &[u8]) -> 
 
 /// Sends one request until it is answered for good: `(acknowledged, retries)`.
 async fn send(client: &reqwest::Client, t: &GatewayTarget, r: Request) -> Result<(bool, u64), GatewayPostError> {
-    let content_type = match t.api {
-        GatewayApi::Kafka => "application/vnd.kafka.json.v2+json",
-        GatewayApi::Kinesis => "application/json",
-    };
     let mut last = String::new();
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(3));
     for attempt in 0..MAX_ATTEMPTS {
-        let mut req = match t.api {
-            GatewayApi::Kafka => client.post(&r.target),
-            GatewayApi::Kinesis => client.put(&r.target),
-        }
-        .header(CONTENT_TYPE, content_type)
-        .body(r.body.clone());
-        if let Some(tok) = &t.token {
-            let v = HeaderValue::from_str(&format!("Bearer {tok}"))
-                .map_err(|_| GatewayPostError::Url("the token has characters not allowed in a header".into()))?;
-            req = req.header(AUTHORIZATION, v);
-        }
-        let wait = match req.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
-                let body = resp.text().await.unwrap_or_default();
-                match status {
-                    200..=299 => return Ok((true, u64::from(attempt))),
-                    400 | 422 => {
-                        tracing::debug!(target = %r.target, status, %body, "gateway refused a record");
-                        return Ok((false, u64::from(attempt)));
-                    }
-                    503 => {
-                        last = format!("HTTP 503: {body}");
-                        Duration::from_secs(retry_after.unwrap_or(1).min(30))
-                    }
-                    _ => {
-                        return Err(GatewayPostError::Refused {
-                            target: r.target.clone(),
-                            status,
-                            body,
-                        })
-                    }
+        let wait = match http_request(client, t, &r)?.send().await {
+            Ok(resp) => match answer(&r, resp).await? {
+                Answer::Final { acked } => return Ok((acked, u64::from(attempt))),
+                Answer::Retry { wait, why } => {
+                    last = why;
+                    wait
                 }
-            }
+            },
             Err(e) => {
                 last = e.to_string();
-                Duration::from_millis((100u64 << attempt.min(5)).min(3_000))
+                backoff.next_pause()
             }
         };
         tokio::time::sleep(wait).await;
     }
     Err(GatewayPostError::GaveUp { target: r.target, last })
+}
+
+/// The HTTP request of `r`, in the shape of `t.api`.
+fn http_request(
+    client: &reqwest::Client,
+    t: &GatewayTarget,
+    r: &Request,
+) -> Result<reqwest::RequestBuilder, GatewayPostError> {
+    let (req, content_type) = match t.api {
+        GatewayApi::Kafka => (client.post(&r.target), "application/vnd.kafka.json.v2+json"),
+        GatewayApi::Kinesis => (client.put(&r.target), "application/json"),
+    };
+    let mut req = req.header(CONTENT_TYPE, content_type).body(r.body.clone());
+    if let Some(tok) = &t.token {
+        let v = HeaderValue::from_str(&format!("Bearer {tok}"))
+            .map_err(|_| GatewayPostError::Url("the token has characters not allowed in a header".into()))?;
+        req = req.header(AUTHORIZATION, v);
+    }
+    Ok(req)
+}
+
+/// What the gateway's answer means for the record.
+enum Answer {
+    /// Answered for good: acknowledged, or refused as malformed (`acked: false`).
+    Final { acked: bool },
+    /// Busy (503): try again after `wait`.
+    Retry { wait: Duration, why: String },
+}
+
+/// Reads an answer: 2xx acknowledged, 400/422 a record broken on purpose, 503 busy; any
+/// other status is a setup problem that stops the run.
+async fn answer(r: &Request, resp: reqwest::Response) -> Result<Answer, GatewayPostError> {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = resp.text().await.unwrap_or_default();
+    match status {
+        200..=299 => Ok(Answer::Final { acked: true }),
+        400 | 422 => {
+            tracing::debug!(target = %r.target, status, %body, "gateway refused a record");
+            Ok(Answer::Final { acked: false })
+        }
+        // The gateway says when to come back; capped so a bad header cannot stall the run.
+        503 => Ok(Answer::Retry {
+            wait: Duration::from_secs(retry_after.unwrap_or(1).min(30)),
+            why: format!("HTTP 503: {body}"),
+        }),
+        _ => Err(GatewayPostError::Refused {
+            target: r.target.clone(),
+            status,
+            body,
+        }),
+    }
 }

@@ -6,11 +6,9 @@ use std::time::{Duration, Instant};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use super::Generator;
+use super::{EmulateConfig, Generator};
 use crate::clean::Kind;
-use crate::config::EmulateConfig;
-use crate::sources::kafka::AuthContext;
-use crate::sources::kafka::KafkaConfig;
+use crate::sources::kafka::{AuthContext, KafkaConfig};
 use crate::sources::RunStats;
 
 /// Errors producing emulator records.
@@ -34,6 +32,35 @@ pub enum ProduceError {
 /// leave `emulate --to kafka` silent for five minutes when the brokers are unreachable.
 const MESSAGE_TIMEOUT_MS: u64 = 30_000;
 
+/// The emulator's idempotent producer, and its acknowledgement timeout (ms).
+fn producer(kafka: &KafkaConfig) -> Result<(FutureProducer<AuthContext>, u64), ProduceError> {
+    let timeout_ms = kafka
+        .properties
+        .get("message.timeout.ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MESSAGE_TIMEOUT_MS);
+    let producer = kafka
+        .client_config()
+        .set("message.timeout.ms", timeout_ms.to_string())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create_with_context(kafka.auth())?;
+    Ok((producer, timeout_ms))
+}
+
+/// The topic of each kind.
+fn topics(kafka: &KafkaConfig) -> Result<Vec<(Kind, String)>, ProduceError> {
+    let map = kafka.topic_map();
+    Kind::ALL
+        .iter()
+        .map(|k| {
+            let topic = map.iter().find(|(_, v)| *v == k).map(|(t, _)| t.clone());
+            topic.map(|t| (*k, t)).ok_or(ProduceError::NoTopic(*k))
+        })
+        .collect()
+}
+
 /// Produces `count` posts (at `rate` posts/s if given); returns the records produced.
 /// With `ahead = (stats, window)` it stays at most `window` posts ahead of a consumer's
 /// record count (the embedded demo broker keeps only a few MiB per partition).
@@ -45,31 +72,13 @@ pub async fn produce(
     progress: bool,
     ahead: Option<(&RunStats, u64)>,
 ) -> Result<u64, ProduceError> {
-    let timeout_ms = kafka
-        .properties
-        .get("message.timeout.ms")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(MESSAGE_TIMEOUT_MS);
+    let (producer, timeout_ms) = producer(kafka)?;
     let timed_out = || ProduceError::TimedOut {
         brokers: kafka.brokers.clone(),
         ms: timeout_ms,
     };
-    let producer: FutureProducer<AuthContext> = kafka
-        .client_config()
-        .set("message.timeout.ms", timeout_ms.to_string())
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .create_with_context(kafka.auth())?;
     let mut gen = Generator::from_config(cfg)?;
-    let map = kafka.topic_map();
-    let topics: Vec<(Kind, String)> = Kind::ALL
-        .iter()
-        .map(|k| {
-            let topic = map.iter().find(|(_, v)| *v == k).map(|(t, _)| t.clone());
-            topic.map(|t| (*k, t)).ok_or(ProduceError::NoTopic(*k))
-        })
-        .collect::<Result<_, _>>()?;
+    let topics = topics(kafka)?;
     let bar = super::posts_bar(count, progress);
     let started = Instant::now();
     let mut pending = futures::stream::FuturesOrdered::new();

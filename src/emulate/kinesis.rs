@@ -14,9 +14,8 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_kinesis::Client;
 
-use super::Generator;
+use super::{EmulateConfig, Generator};
 use crate::clean::Kind;
-use crate::config::EmulateConfig;
 use crate::sources::kinesis::KinesisConfig;
 
 const MAX_ENTRIES: usize = 500;

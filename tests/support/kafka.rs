@@ -353,7 +353,7 @@ pub fn signal(child: &Child, sig: &str) {
 
 /// Posts from the emulator, as `(topic, partition, payload)` spread over `partitions`.
 pub fn emulated(prefix: &str, posts: u64, partitions: i32, seed: u64) -> Vec<(String, i32, Vec<u8>)> {
-    let mut gen = pinpipe::emulate::Generator::new(pinpipe::emulate::EmulatorConfig {
+    let mut gen = pinpipe::emulate::Generator::new(pinpipe::emulate::EmulateConfig {
         seed,
         ..Default::default()
     })
