@@ -835,3 +835,32 @@ fn vectors_through_the_gateway_json_and_base64_data_alike() {
     }
     assert!(g.terminate(Duration::from_secs(20)).success(), "{}", g.tail());
 }
+
+/// Issue #28: the gateway's routes follow its own `gateway.produce_to`, not what `pinpipe
+/// run` reads: with `kinesis.enabled = false` (the default) the Kinesis routes still put,
+/// and a route left out of `produce_to` is a 404 that names the key.
+#[test]
+fn the_gateway_serves_the_routes_of_its_own_settings() {
+    let (broker, server) = brokers("gk", 1, 1);
+    let port = free_port();
+    let s = setup(&broker, Some(&server.endpoint()), "gk", port, "");
+    let cfg = std::fs::read_to_string(&s.config).unwrap();
+    let cfg = cfg.replacen("[kinesis]\nenabled = true", "[kinesis]\nenabled = false", 1);
+    assert!(cfg.contains("[kinesis]\nenabled = false"), "{cfg}");
+    std::fs::write(&s.config, &cfg).unwrap();
+    let body = br#"{"StreamName":"streaming-gk-user","Data":"eyJpbmQiOjEsImFnZSI6M30=","PartitionKey":"a"}"#;
+    let path = "/streams/streaming-gk-user/record";
+    let mut g = gateway(&s, port);
+    let (code, resp) = http(port, "PUT", path, &[JSON_CT, BEARER], body).unwrap();
+    assert_eq!(code, 200, "{resp}");
+    assert_eq!(server.count_records("streaming-gk-user"), 1);
+    assert!(g.terminate(Duration::from_secs(20)).success(), "{}", g.tail());
+
+    std::fs::write(&s.config, format!("{cfg}\nproduce_to = [\"kafka\"]\n")).unwrap();
+    let mut g = gateway(&s, port);
+    let (code, resp) = http(port, "PUT", path, &[JSON_CT, BEARER], body).unwrap();
+    assert_eq!(code, 404, "{resp}");
+    assert!(resp.contains("gateway.produce_to"), "{resp}");
+    assert_eq!(server.count_records("streaming-gk-user"), 1, "nothing produced");
+    assert!(g.terminate(Duration::from_secs(20)).success(), "{}", g.tail());
+}

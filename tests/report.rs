@@ -151,6 +151,36 @@ fn fixed_input_gives_the_independently_computed_answers() {
     let e = pinpipe(&["report", "--tables", empty.to_str().unwrap()], &[]);
     let msg = String::from_utf8_lossy(&e.stderr);
     assert!(!e.status.success() && msg.contains("table pin does not exist"), "{msg}");
+
+    // `report | head -1`: the reader closes the pipe after one line; the report ends
+    // quietly with status 0, whether stderr is a pipe too or not (issue #28).
+    // Closed before the first write, so the write surely fails with EPIPE; or after one line.
+    for (stderr_piped, lines) in [(false, 0), (true, 0), (true, 1)] {
+        use std::io::BufRead;
+        let mut child = Command::new(BIN)
+            .args(["report", "--tables", t])
+            .env_remove("PINPIPE_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(if stderr_piped {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        for _ in 0..lines {
+            out.read_line(&mut String::new()).unwrap();
+        }
+        drop(out);
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+        }
+        let status = child.wait().unwrap();
+        assert!(status.success(), "report | head: {status} {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }
 
 /// Counts of the questions computed straight from the rows (an oracle independent of SQL).

@@ -27,7 +27,7 @@ pub(super) struct State {
     /// The allow-lists: a name outside them is a 404 before the body is read.
     pub(super) topics: BTreeSet<String>,
     pub(super) streams: BTreeSet<String>,
-    /// `None`: that side is off (`kafka.enabled` / `kinesis.enabled` false).
+    /// `None`: that side is off (not in `gateway.produce_to`).
     pub(super) kafka: Option<KafkaSink>,
     pub(super) kinesis: Option<aws_sdk_kinesis::Client>,
     /// Records sent and not acknowledged yet, over all requests: the bound that turns a

@@ -32,6 +32,10 @@ pub struct GatewayConfig {
     pub topics: Vec<String>,
     /// Streams clients may put to; empty: the `[kinesis]` streams.
     pub streams: Vec<String>,
+    /// Which routes the gateway serves: `kafka` (the REST proxy, to `[kafka]`'s brokers)
+    /// and/or `kinesis` (to `[kinesis]`'s endpoint). Independent of `kafka.enabled` and
+    /// `kinesis.enabled`, which say what `pinpipe run` reads.
+    pub produce_to: Vec<String>,
     /// How long a request waits for the broker's acknowledgements (milliseconds).
     pub produce_timeout_ms: u64,
     /// Records sent and not acknowledged yet, over all requests: beyond it, 503.
@@ -53,6 +57,7 @@ impl Default for GatewayConfig {
             max_record_bytes: 1 << 20,
             topics: Vec::new(),
             streams: Vec::new(),
+            produce_to: vec!["kafka".into(), "kinesis".into()],
             produce_timeout_ms: 10_000,
             max_inflight_records: 50_000,
             retry_after_s: 1,
@@ -62,6 +67,11 @@ impl Default for GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// Whether the gateway serves `target`'s routes (`kafka` or `kinesis`).
+    pub fn produces_to(&self, target: &str) -> bool {
+        self.produce_to.iter().any(|t| t == target)
+    }
+
     /// The address to bind.
     pub fn addr(&self) -> Result<SocketAddr, String> {
         self.listen
@@ -74,6 +84,13 @@ impl GatewayConfig {
     /// gateway starts: other commands do not need them.)
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         self.addr().map_err(|m| ("gateway.listen", m))?;
+        let known = self.produce_to.iter().all(|t| t == "kafka" || t == "kinesis");
+        if !known || self.produce_to.is_empty() {
+            return Err((
+                "gateway.produce_to",
+                format!("{:?} (allowed: kafka, kinesis, or both)", self.produce_to),
+            ));
+        }
         if !["token", "none"].contains(&self.auth.as_str()) {
             return Err(("gateway.auth", format!("{:?} (allowed: token, none)", self.auth)));
         }

@@ -108,12 +108,6 @@ fn config_err(key: &'static str, message: String) -> GatewayError {
 /// What every worker shares: tokens, allow-lists, the producer and the Kinesis client.
 async fn state(gw: &GatewayConfig, kafka: &KafkaConfig, kinesis: &KinesisConfig) -> Result<State, GatewayError> {
     let tokens = tokens(gw)?;
-    if !kafka.enabled && !kinesis.enabled {
-        return Err(config_err(
-            "kafka.enabled",
-            "kafka.enabled and kinesis.enabled are both false: the gateway would produce nowhere".into(),
-        ));
-    }
     // Empty allow-lists mean the names the consumers read.
     let topics: BTreeSet<String> = if gw.topics.is_empty() {
         kafka.topic_map().into_keys().collect()
@@ -125,12 +119,12 @@ async fn state(gw: &GatewayConfig, kafka: &KafkaConfig, kinesis: &KinesisConfig)
     } else {
         gw.streams.iter().cloned().collect()
     };
-    let sink = if kafka.enabled {
+    let sink = if gw.produces_to("kafka") {
         Some(KafkaSink::new(kafka, gw)?)
     } else {
         None
     };
-    let client = if kinesis.enabled {
+    let client = if gw.produces_to("kinesis") {
         Some(crate::sources::kinesis::client(kinesis).await)
     } else {
         None

@@ -65,7 +65,7 @@ async fn put_kinesis(
         allowed: &st.streams,
         disabled: client
             .is_none()
-            .then_some("this gateway does not put to Kinesis (kinesis.enabled = false)"),
+            .then_some("this gateway does not put to Kinesis (gateway.produce_to has no \"kinesis\")"),
         content_types: &["application/json", "application/x-amz-json-1.1"],
     };
     let bytes = admit(req, payload, st, admitted).await.map_err(|r| (r, None))?;

@@ -45,7 +45,7 @@ async fn produce_kafka(
         allowed: &st.topics,
         disabled: sink
             .is_none()
-            .then_some("this gateway does not produce to Kafka (kafka.enabled = false)"),
+            .then_some("this gateway does not produce to Kafka (gateway.produce_to has no \"kafka\")"),
         content_types: &[KAFKA_JSON],
     };
     let bytes = admit(req, payload, st, admitted).await.map_err(|r| (r, None))?;
