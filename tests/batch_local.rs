@@ -417,7 +417,16 @@ fn sink_output_gzip_markers_stray_files_and_a_corrupt_object() {
     let dir = tempfile::tempdir().unwrap();
     let plain = dir.path().join("plain");
     let out = pinpipe(
-        &["emulate", "--count", "3000", "--seed", "11", "--no-progress", "--out", plain.to_str().unwrap()],
+        &[
+            "emulate",
+            "--count",
+            "3000",
+            "--seed",
+            "11",
+            "--no-progress",
+            "--out",
+            plain.to_str().unwrap(),
+        ],
         &[("PINPIPE__EMULATE__RECORDS_PER_FILE", "700".into())],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -442,7 +451,14 @@ fn sink_output_gzip_markers_stray_files_and_a_corrupt_object() {
 
     let batch = |input: &Path, tables: &Path| {
         pinpipe(
-            &["batch", "--no-progress", "--input", input.to_str().unwrap(), "--tables", tables.to_str().unwrap()],
+            &[
+                "batch",
+                "--no-progress",
+                "--input",
+                input.to_str().unwrap(),
+                "--tables",
+                tables.to_str().unwrap(),
+            ],
             &[],
         )
     };
@@ -481,7 +497,10 @@ fn sink_output_gzip_markers_stray_files_and_a_corrupt_object() {
     std::fs::write(victim, &good).unwrap();
     let d = batch(&gz, &t);
     assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
-    assert!(rows_by_line(&tables(&t)) == rows_plain, "after the fix: exactly the plain rows");
+    assert!(
+        rows_by_line(&tables(&t)) == rows_plain,
+        "after the fix: exactly the plain rows"
+    );
 }
 
 /// Every file under `dir`.

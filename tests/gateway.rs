@@ -738,10 +738,22 @@ fn vectors_through_the_gateway_json_and_base64_data_alike() {
             shapes.push(("json", raw.to_string()));
             let topic = format!("gv.{kind}");
             let body = format!(r#"{{"records":[{{"value":{raw}}}]}}"#);
-            let (code, resp) = http(port, "POST", &format!("/topics/{topic}"), &[KAFKA_CT, BEARER], body.as_bytes()).unwrap();
+            let (code, resp) = http(
+                port,
+                "POST",
+                &format!("/topics/{topic}"),
+                &[KAFKA_CT, BEARER],
+                body.as_bytes(),
+            )
+            .unwrap();
             assert_eq!(code, 200, "{kind} {}: {resp}", v["case"]);
             let o = &json_of(&resp)["offsets"][0];
-            let at = ("kafka".into(), topic, o["partition"].to_string(), o["offset"].to_string());
+            let at = (
+                "kafka".into(),
+                topic,
+                o["partition"].to_string(),
+                o["offset"].to_string(),
+            );
             posted.push((i, "rest", at));
         }
         for (shape, data) in shapes {
@@ -761,20 +773,37 @@ fn vectors_through_the_gateway_json_and_base64_data_alike() {
     // Not base64: refused as the Kinesis API refuses a bad blob, and nothing is produced.
     let before = server.count_records("streaming-gv-user");
     for bad in [r#""not base64!""#, r#""eyJ""#] {
-        let body = format!(r#"{{"StreamName":"streaming-gv-user","Records":[{{"Data":"eyJpbmQiOjF9","PartitionKey":"a"}},{{"Data":{bad},"PartitionKey":"b"}}]}}"#);
-        let (code, resp) = http(port, "PUT", "/streams/streaming-gv-user/records", &[JSON_CT, BEARER], body.as_bytes()).unwrap();
+        let body = format!(
+            r#"{{"StreamName":"streaming-gv-user","Records":[{{"Data":"eyJpbmQiOjF9","PartitionKey":"a"}},{{"Data":{bad},"PartitionKey":"b"}}]}}"#
+        );
+        let (code, resp) = http(
+            port,
+            "PUT",
+            "/streams/streaming-gv-user/records",
+            &[JSON_CT, BEARER],
+            body.as_bytes(),
+        )
+        .unwrap();
         assert_eq!(code, 400, "{resp}");
         assert_eq!(json_of(&resp)["__type"], "SerializationException", "{resp}");
         assert!(resp.contains("Records[1].Data"), "{resp}");
     }
-    assert_eq!(server.count_records("streaming-gv-user"), before, "a refused request produced a record");
+    assert_eq!(
+        server.count_records("streaming-gv-user"),
+        before,
+        "a refused request produced a record"
+    );
 
     let n = posted.len();
     let mut run = s.spawn("run", &["run", "--no-progress", "--stop-after", &n.to_string()]);
     s.wait_rows(n, Duration::from_secs(120), &mut [&mut run, &mut g]);
     assert!(run.terminate(Duration::from_secs(30)).success(), "{}", run.tail());
     let rows = s.rows();
-    assert_eq!(rows.values().map(Vec::len).sum::<usize>(), n, "one row per acknowledged record");
+    assert_eq!(
+        rows.values().map(Vec::len).sum::<usize>(),
+        n,
+        "one row per acknowledged record"
+    );
     let mut by_at: HashMap<At, (&str, &serde_json::Map<String, Value>)> = HashMap::new();
     for (table, rs) in &rows {
         for r in rs {
@@ -795,7 +824,12 @@ fn vectors_through_the_gateway_json_and_base64_data_alike() {
         for (_, shape, at) in &mine {
             let (table, r) = by_at[at];
             support::fixtures::check_row(*kind, v, table, r);
-            assert_eq!((table, data(r)), (first.0, data(first.1)), "{kind} {}: {shape} gives another row", v["case"]);
+            assert_eq!(
+                (table, data(r)),
+                (first.0, data(first.1)),
+                "{kind} {}: {shape} gives another row",
+                v["case"]
+            );
         }
     }
     assert!(g.terminate(Duration::from_secs(20)).success(), "{}", g.tail());

@@ -174,7 +174,9 @@ fn oracle(tables: &Path) -> (BTreeMap<String, (String, i64)>, BTreeMap<i64, i64>
     }
     // Question 6: the user table alone, each row once.
     for u in &users {
-        let Some(joined_at) = u["date_joined"].as_str() else { continue };
+        let Some(joined_at) = u["date_joined"].as_str() else {
+            continue;
+        };
         let year: i64 = joined_at[..4].parse().unwrap();
         if (2015..=2020).contains(&year) {
             *joined.entry(year).or_default() += 1;

@@ -61,7 +61,10 @@ pub fn check_row(kind: Kind, v: &Value, table: &str, row: &serde_json::Map<Strin
         assert_eq!(table, format!("{kind}_dead_letter"), "{kind} {case}");
         let want = v["reject"].as_str().unwrap();
         let got = row["error"].as_str().unwrap();
-        assert!(got.starts_with(want), "{kind} {case}: error {got:?} should start with {want:?}");
+        assert!(
+            got.starts_with(want),
+            "{kind} {case}: error {got:?} should start with {want:?}"
+        );
         assert_eq!(row["raw"], v["raw"], "{kind} {case}: raw bytes kept");
     }
 }
