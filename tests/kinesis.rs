@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use support::kafka::{assert_unique_lineage_from, Proc, Setup};
 use support::kinesis::{emulate, run, setup, streams, KinesisServer};
+use support::proc::{assert_unique_lineage_from, metric_sum, scrape, Proc, Setup};
 use support::proxy::{aws_json_error, FaultProxy};
-use support::{metric_sum, scrape};
+use support::s3::S3Server;
 
 /// Waits until exactly `n` rows are committed, checks they stay `n` and carry no duplicate
 /// lineage key; returns the rows.
@@ -369,7 +369,7 @@ fn a_missing_stream_is_a_clear_error() {
 
 #[test]
 fn s3_leases_are_compare_and_set_on_the_etag() {
-    let s3 = support::S3Server::start();
+    let s3 = S3Server::start();
     s3.create_bucket("leases");
     let tables = pinpipe::sink::TablesConfig {
         location: "s3://leases/tables".into(),

@@ -51,9 +51,9 @@ backoff_max_ms = 1000
 pub const LOG: &str = "warn,pinpipe::sources::kinesis=info";
 
 /// A config reading `streaming-<prefix>-*` at `endpoint` into local tables; Kafka off.
-pub fn setup(endpoint: &str, prefix: &str, metrics: &str) -> super::kafka::Setup {
+pub fn setup(endpoint: &str, prefix: &str, metrics: &str) -> super::proc::Setup {
     let source = format!("[kafka]\nenabled = false\n{}", kinesis_toml(endpoint, prefix));
-    super::kafka::Setup::with_source(prefix, 2000, metrics, &source)
+    super::proc::Setup::with_source(prefix, 2000, metrics, &source)
 }
 
 pub fn streams(prefix: &str) -> Vec<String> {
@@ -64,8 +64,8 @@ pub fn streams(prefix: &str) -> Vec<String> {
 }
 
 /// `pinpipe emulate --to kinesis`: `posts` posts (3 records each) with `seed`.
-pub fn emulate(s: &super::kafka::Setup, posts: u64, seed: u64) {
-    let out = Command::new(super::kafka::BIN)
+pub fn emulate(s: &super::proc::Setup, posts: u64, seed: u64) {
+    let out = Command::new(super::proc::BIN)
         .args(["emulate", "--to", "kinesis", "--no-progress"])
         .args(["--count", &posts.to_string(), "--seed", &seed.to_string()])
         .env("PINPIPE_CONFIG", &s.config)
@@ -79,7 +79,7 @@ pub fn emulate(s: &super::kafka::Setup, posts: u64, seed: u64) {
     );
 }
 
-pub fn run(s: &super::kafka::Setup, name: &str, worker: &str) -> super::kafka::Proc {
+pub fn run(s: &super::proc::Setup, name: &str, worker: &str) -> super::proc::Proc {
     s.spawn_env(
         name,
         &["run", "--no-progress"],
@@ -198,7 +198,7 @@ impl KinesisServer {
             ),
         ];
         let body = body.to_string();
-        match super::http(self.port, "POST", "/", &headers, body.as_bytes()) {
+        match super::http::http(self.port, "POST", "/", &headers, body.as_bytes()) {
             Ok((200, text)) if text.is_empty() => Ok(json!({})),
             Ok((200, text)) => serde_json::from_str(&text).map_err(|e| (200, format!("{e}: {text}"))),
             Ok((code, text)) => Err((code, text)),
