@@ -222,11 +222,7 @@ fn split_and_merge_mid_run_children_after_parents() {
     emulate(&s, 1500, 1);
     let mut a = run(&s, "a", "a");
     s.wait_rows(4500, Duration::from_secs(60), &mut [&mut a]);
-    let before: Vec<String> = server
-        .shards(&pin)
-        .iter()
-        .map(|s| s["ShardId"].as_str().unwrap().to_string())
-        .collect();
+    let before: Vec<String> = server.shards(&pin).iter().map(|s| s.shard_id().to_string()).collect();
     assert_eq!(before.len(), 4);
     // Records put between the reshards land in parents and then in children.
     emulate(&s, 500, 2);
@@ -241,11 +237,12 @@ fn split_and_merge_mid_run_children_after_parents() {
     let children: Vec<(String, Vec<String>)> = shards
         .iter()
         .filter_map(|sh| {
-            let parents: Vec<String> = ["ParentShardId", "AdjacentParentShardId"]
-                .iter()
-                .filter_map(|k| sh.get(*k).and_then(Value::as_str).map(str::to_string))
+            let parents: Vec<String> = [sh.parent_shard_id(), sh.adjacent_parent_shard_id()]
+                .into_iter()
+                .flatten()
+                .map(str::to_string)
                 .collect();
-            (!parents.is_empty()).then(|| (sh["ShardId"].as_str().unwrap().to_string(), parents))
+            (!parents.is_empty()).then(|| (sh.shard_id().to_string(), parents))
         })
         .collect();
     assert_eq!(children.len(), 3, "2 from the split, 1 from the merge: {shards:?}");

@@ -5,7 +5,7 @@
 //! |--------------|----------------------------------------------------------------------|
 //! | `proc`       | `pinpipe` child processes: config, spawn, signals, row waits, lineage |
 //! | `kafka`      | a Kafka-protocol broker (librdkafka's mock cluster), `[kafka]` config |
-//! | `kinesis`    | a Kinesis API server (kinesis-local or kinesalite), `[kinesis]` config |
+//! | `kinesis`    | a Kinesis API server (kinesis-local, kinesalite, moto), its SDK client |
 //! | `s3`         | moto's S3 API, `[tables]` config for it                               |
 //! | `prometheus` | Prometheus scraping pinpipe, and promtool                             |
 //! | `proxy`      | a fault-injecting HTTP proxy in front of any of them                  |
