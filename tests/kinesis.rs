@@ -15,7 +15,6 @@ use serde_json::{Map, Value};
 use support::kinesis::{emulate, run, setup, streams, KinesisServer};
 use support::proc::{assert_unique_lineage_from, metric_sum, scrape, Proc, Setup};
 use support::proxy::{aws_json_error, FaultProxy};
-use support::s3::S3Server;
 
 /// Waits until exactly `n` rows are committed, checks they stay `n` and carry no duplicate
 /// lineage key; returns the rows.
@@ -362,68 +361,4 @@ fn a_missing_stream_is_a_clear_error() {
         log.contains("kinesis stream streaming-absent-") && log.contains("ResourceNotFoundException"),
         "{log}"
     );
-}
-
-#[test]
-fn s3_leases_are_compare_and_set_on_the_etag() {
-    let s3 = S3Server::start();
-    s3.create_bucket("leases");
-    let tables = pinpipe::sink::TablesConfig {
-        location: "s3://leases/tables".into(),
-        endpoint: Some(s3.endpoint.clone()),
-        region: Some("us-east-1".into()),
-        allow_http: true,
-        path_style: true,
-        access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
-        ..Default::default()
-    };
-    use pinpipe::sources::kinesis::lease::{Lease, LeaseStore, Written};
-    pinpipe::block_on_tokio(async {
-        let store = Arc::new(LeaseStore::open(&tables, "app").unwrap());
-        let mine = Lease {
-            owner: Some("a".into()),
-            counter: 1,
-            ..Default::default()
-        };
-        let Written::Ok(t1) = store.write("s", "shardId-0", &mine, None).await.unwrap() else {
-            panic!("first create must win")
-        };
-        assert_eq!(
-            store.write("s", "shardId-0", &mine, None).await.unwrap(),
-            Written::Conflict
-        );
-        let renewed = Lease {
-            counter: 2,
-            ..mine.clone()
-        };
-        let Written::Ok(t2) = store.write("s", "shardId-0", &renewed, Some(&t1)).await.unwrap() else {
-            panic!("renewal on the current ETag must win")
-        };
-        assert_eq!(
-            store.write("s", "shardId-0", &mine, Some(&t1)).await.unwrap(),
-            Written::Conflict
-        );
-        let (read, tag) = store.read("s", "shardId-0").await.unwrap().unwrap();
-        assert_eq!((read, tag), (renewed, t2.clone()));
-        // Eight takers race on one version: exactly one wins.
-        let tasks: Vec<_> = (0..8)
-            .map(|i| {
-                let (store, t) = (store.clone(), t2.clone());
-                tokio::spawn(async move {
-                    let l = Lease {
-                        owner: Some(format!("p{i}")),
-                        counter: 3,
-                        ..Default::default()
-                    };
-                    store.write("s", "shardId-0", &l, Some(&t)).await.unwrap()
-                })
-            })
-            .collect();
-        let mut wins = 0;
-        for t in tasks {
-            wins += matches!(t.await.unwrap(), Written::Ok(_)) as usize;
-        }
-        assert_eq!(wins, 1);
-    });
 }
