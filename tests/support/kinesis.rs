@@ -23,10 +23,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use aws_sdk_kinesis::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
-use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_kinesis::error::DisplayErrorContext;
+use aws_sdk_kinesis::config::{BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents};
+use aws_sdk_kinesis::error::{BoxError, DisplayErrorContext};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, Shard, ShardIteratorType, StreamStatus};
 use aws_sdk_kinesis::Client;
@@ -128,7 +129,7 @@ pub struct KinesisServer {
     pub port: u16,
     pub flavor: Flavor,
     /// Built as pinpipe builds its own (`sources::kinesis::client`): static credentials, a
-    /// region, the endpoint, no SDK retries.
+    /// region, the endpoint, no SDK retries; plus a fresh connection per call.
     client: Client,
     /// The tests are synchronous and the SDK is async: every call runs to completion on
     /// this runtime. One thread is enough for one call at a time.
@@ -392,6 +393,7 @@ fn sdk_client(endpoint: &str) -> Client {
         .endpoint_url(endpoint)
         // As in pinpipe: a failing call fails at once, with the server's answer.
         .retry_config(RetryConfig::disabled())
+        .interceptor(ConnectionPerCall)
         // A stuck server fails the test instead of hanging it (GetRecords of a large
         // kinesis-local shard takes seconds).
         .timeout_config(
@@ -402,6 +404,32 @@ fn sdk_client(endpoint: &str) -> Client {
         )
         .build();
     Client::from_conf(config)
+}
+
+/// Sends every call with `Connection: close`, so no connection outlives its call.
+///
+/// The harness's runtime runs only inside a call, so a pooled connection never sees the
+/// server close it: Node servers drop a keep-alive connection idle for 5 s, and the next
+/// call sent on it failed with "connection closed before message completed" (kinesalite,
+/// after the fault suite's kill loop). A connection per call removes the race that SDK
+/// retries would only hide; the harness makes few calls, so the cost is nil.
+#[derive(Debug)]
+struct ConnectionPerCall;
+
+impl Intercept for ConnectionPerCall {
+    fn name(&self) -> &'static str {
+        "ConnectionPerCall"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        context.request_mut().headers_mut().insert("connection", "close");
+        Ok(())
+    }
 }
 
 /// Starts kinesis-local or kinesalite with `node` on a free port; output to a log file.
