@@ -1,8 +1,9 @@
 //! A real Kinesis API server for the tests, started on a free port of 127.0.0.1 with its own
 //! empty state: `kinesis-local` (npm; etspaceman's kinesis-mock built for Node) for most
-//! tests, `kinesalite` (npm) where the record count outgrows it, moto where its S3 server
-//! is enough (see [`Flavor`]). The harness talks to it with `aws-sdk-kinesis`, the client
-//! pinpipe itself uses, so a request the product could not send is never what a test sees.
+//! tests, `kinesalite` (npm) where the record count outgrows it, and moto, which only
+//! `tests/harness_kinesis.rs` uses so far (see [`Flavor`]). The harness sends its requests
+//! with `aws-sdk-kinesis`, the client pinpipe itself uses, not hand-written awsJson; faults
+//! that need raw HTTP are injected by [`super::proxy::FaultProxy`].
 //!
 //! kinesis-local, as checked on this machine:
 //! - It reads `server.json` (its TLS key) from the working directory, so it is started from
