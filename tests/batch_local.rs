@@ -160,7 +160,7 @@ fn sigkill_at_several_points_then_rerun_gives_exactly_once() {
         &[("PINPIPE__EMULATE__RECORDS_PER_FILE", "5000".into())],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let expected = support::count_records(&input, "");
+    let expected = support::rows::count_records(&input, "");
     assert_eq!(expected, 201_000);
 
     let envs = [

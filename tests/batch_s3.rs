@@ -7,10 +7,8 @@ use std::collections::HashSet;
 use std::process::{Command, Output};
 
 use pinpipe::clean::Kind;
-use pinpipe::sink::TablesConfig;
-use support::S3Server;
-
-const BIN: &str = env!("CARGO_BIN_EXE_pinpipe");
+use support::proc::BIN;
+use support::s3::S3Server;
 
 fn pinpipe(s3: &S3Server, args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
@@ -31,19 +29,6 @@ fn pinpipe(s3: &S3Server, args: &[&str]) -> Command {
 fn ok(out: Output) -> String {
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn tables(s3: &S3Server, location: &str) -> TablesConfig {
-    TablesConfig {
-        location: location.into(),
-        endpoint: Some(s3.endpoint.clone()),
-        region: Some("us-east-1".into()),
-        allow_http: true,
-        path_style: true,
-        access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
-        ..Default::default()
-    }
 }
 
 #[test]
@@ -92,7 +77,7 @@ fn two_processes_append_to_the_same_tables_on_s3() {
     assert!(la.contains("12000 records"), "{la}");
     assert!(lb.contains("12000 records"), "{lb}");
 
-    let t = tables(&s3, "s3://tables/delta");
+    let t = s3.tables_config("s3://tables/delta");
     let mut total = 0;
     for kind in Kind::ALL {
         for name in [kind.to_string(), format!("{kind}_dead_letter")] {

@@ -19,10 +19,12 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use pinpipe::clean::Kind;
-use support::kafka::{assert_unique_lineage_from, emulated, wait_until_rows, Broker, Proc, Setup, BIN};
+use support::free_port;
+use support::kafka::{emulated, Broker};
 use support::kinesis::{Flavor, KinesisServer};
+use support::proc::{assert_unique_lineage_from, metric_sum, scrape, wait_until_rows, Proc, Setup, BIN};
 use support::proxy::{Answer, FaultProxy, Request};
-use support::{free_port, metric_sum, scrape, S3Server};
+use support::s3::S3Server;
 
 type Key = (String, String, String);
 
@@ -176,7 +178,7 @@ fn kafka_kill_loop(records: usize, kills: usize, partitions: i32) {
     let seed = seed();
     let broker = Broker::start(1);
     broker.create_topics("kl", partitions);
-    let setup = Setup::new(&broker, "kl", 5_000);
+    let setup = support::kafka::setup(&broker, "kl", 5_000);
     let all = emulated("kl", records.div_ceil(3) as u64, partitions, seed);
     let n = all.len();
     let mut procs: Vec<Proc> = (0..PROCESSES).map(|i| setup.run(&format!("p{i}.0"))).collect();
@@ -485,7 +487,7 @@ fn s3_errors_stalls_and_resets_then_exactly_once() {
     let proxy = FaultProxy::start(s3.port, Arc::new(rule));
     let broker = Broker::start(1);
     broker.create_topics("sf", 3);
-    let setup = Setup::new(&broker, "sf", 500);
+    let setup = support::kafka::setup(&broker, "sf", 500);
     let port = free_port();
     // A 1 s request timeout and 3 retries: faults reach pinpipe's own flush retries (and
     // metrics) instead of hiding inside the client for minutes.
@@ -545,7 +547,7 @@ fn three_writers(seconds: u64) {
     s3.create_bucket("tables");
     let broker = Broker::start(1);
     broker.create_topics("cw", 6);
-    let setup = Setup::new(&broker, "cw", 300);
+    let setup = support::kafka::setup(&broker, "cw", 300);
     let fast = [("PINPIPE__WRITER__MAX_AGE_MS", "50".to_string())];
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut procs: Vec<Proc> = ports
@@ -641,7 +643,7 @@ fn sigterm_in_the_middle_of_a_rebalance_exits_within_the_grace() {
     let seed = seed();
     let broker = Broker::start(1);
     broker.create_topics("sg", 6);
-    let setup = Setup::new(&broker, "sg", 2000);
+    let setup = support::kafka::setup(&broker, "sg", 2000);
     let grace = ms(5_000);
     let env = [("PINPIPE__KAFKA__SHUTDOWN_GRACE_MS", grace.as_millis().to_string())];
     let mut a = setup.spawn_env("a", &["run", "--no-progress"], &env);
@@ -695,7 +697,7 @@ fn sigterm_while_the_store_stalls_exits_within_the_grace() {
     let proxy = FaultProxy::start(s3.port, Arc::new(rule));
     let broker = Broker::start(1);
     broker.create_topics("ss", 3);
-    let setup = Setup::new(&broker, "ss", 100_000);
+    let setup = support::kafka::setup(&broker, "ss", 100_000);
     let grace = ms(4_000);
     let extra = [
         ("PINPIPE__KAFKA__SHUTDOWN_GRACE_MS", grace.as_millis().to_string()),

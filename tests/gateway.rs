@@ -13,9 +13,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
 use serde_json::Value;
 
-use support::kafka::{assert_unique_lineage_from, kafka_toml, Broker, Proc, Setup, BIN};
+use support::free_port;
+use support::http::{http, http_with_head};
+use support::kafka::{kafka_toml, Broker};
 use support::kinesis::{kinesis_toml, KinesisServer};
-use support::{free_port, http, http_with_head};
+use support::proc::{assert_unique_lineage_from, Proc, Setup, BIN};
 
 const TOKEN: &str = "test-token-1";
 const KAFKA_CT: (&str, &str) = ("Content-Type", "application/vnd.kafka.json.v2+json");

@@ -11,7 +11,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 
 #[test]
 fn raw_put_get_and_if_none_match() {
-    let s3 = support::S3Server::start();
+    let s3 = support::s3::S3Server::start();
     s3.create_bucket("tables");
     let key = "/tables/_delta_log/00000000000000000000.json";
     assert_eq!(s3.request("PUT", key, &[], b"one").0, 200, "{}", s3.log_tail());
@@ -30,7 +30,7 @@ fn raw_put_get_and_if_none_match() {
 
 #[test]
 fn moto_honours_conditional_put() {
-    let s3 = support::S3Server::start();
+    let s3 = support::s3::S3Server::start();
     s3.create_bucket("tables");
     let mut b = AmazonS3Builder::new().with_bucket_name("tables");
     for (k, v) in s3.storage_options() {

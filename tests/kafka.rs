@@ -8,14 +8,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use pinpipe::clean::Kind;
-use support::kafka::{assert_unique_lineage, emulated, Broker, Setup};
+use support::kafka::{emulated, Broker};
+use support::proc::{assert_unique_lineage, metric_sum, scrape, Setup, BIN};
 
 const PARTITIONS: i32 = 3;
 
 fn start(prefix: &str, max_rows: usize) -> (Broker, Setup) {
     let broker = Broker::start(1);
     broker.create_topics(prefix, PARTITIONS);
-    let setup = Setup::new(&broker, prefix, max_rows);
+    let setup = support::kafka::setup(&broker, prefix, max_rows);
     (broker, setup)
 }
 
@@ -270,17 +271,17 @@ fn broker_down_and_back_mid_run() {
     let listen = [("PINPIPE__METRICS__LISTEN", format!("127.0.0.1:{port}"))];
     let mut run = setup.spawn_env("run", &["run", "--no-progress"], &listen);
     setup.wait_rows(n / 4, Duration::from_secs(60), &mut [&mut run]);
-    let errors = |text: &str| support::metric_sum(text, "pinpipe_source_errors_total");
-    let before = errors(&support::scrape(port));
+    let errors = |text: &str| metric_sum(text, "pinpipe_source_errors_total");
+    let before = errors(&scrape(port));
     broker.mock.broker_down(1).unwrap();
     // The outage shows in the metrics while it lasts. Usually within 1-250 ms, but one CI
     // run in eight saw nothing by 4 s (cause not found), so it is polled for up to 20 s.
     // The broker stays down at least 4 s either way.
     let down = Instant::now();
-    let mut during = support::scrape(port);
+    let mut during = scrape(port);
     while errors(&during) <= before && down.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(250));
-        during = support::scrape(port);
+        during = scrape(port);
     }
     let waited = down.elapsed();
     std::thread::sleep(Duration::from_secs(4).saturating_sub(waited));
@@ -310,7 +311,7 @@ fn broker_down_and_back_mid_run() {
 fn demo_runs_to_completion() {
     let dir = tempfile::tempdir().unwrap();
     let tables = dir.path().join("data");
-    let out = std::process::Command::new(support::kafka::BIN)
+    let out = std::process::Command::new(BIN)
         .args(["demo", "--count", "300", "--tables", tables.to_str().unwrap()])
         .current_dir(dir.path()) // no config/pinpipe.toml here: the built-in defaults
         .env_remove("PINPIPE_CONFIG")
@@ -352,7 +353,7 @@ fn a_dead_broker_is_said_once_and_emulate_gives_up_in_time() {
         ("PINPIPE__METRICS__LISTEN", "127.0.0.1:0".to_string()),
     ];
     let log = dir.path().join("run.log");
-    let mut run = std::process::Command::new(support::kafka::BIN)
+    let mut run = std::process::Command::new(support::proc::BIN)
         .args(["run", "--no-progress"])
         .env_remove("PINPIPE_LOG")
         .env_remove("PINPIPE_CONFIG")
@@ -362,7 +363,7 @@ fn a_dead_broker_is_said_once_and_emulate_gives_up_in_time() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(15));
-    support::kafka::signal(&run, "TERM");
+    support::proc::signal(&run, "TERM");
     let deadline = Instant::now() + Duration::from_secs(40);
     while run.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "run did not stop");
@@ -375,7 +376,7 @@ fn a_dead_broker_is_said_once_and_emulate_gives_up_in_time() {
     assert!((1..=6).contains(&lines), "{lines} lines in 15 s:\n{text}");
 
     let started = Instant::now();
-    let out = std::process::Command::new(support::kafka::BIN)
+    let out = std::process::Command::new(support::proc::BIN)
         .args(["emulate", "--to", "kafka", "--count", "10", "--no-progress"])
         .env_remove("PINPIPE_CONFIG")
         .envs(env.iter().cloned())

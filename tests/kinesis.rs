@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use support::kafka::{assert_unique_lineage_from, Proc, Setup};
 use support::kinesis::{emulate, run, setup, streams, KinesisServer};
+use support::proc::{assert_unique_lineage_from, metric_sum, scrape, Proc, Setup};
 use support::proxy::{aws_json_error, FaultProxy};
-use support::{metric_sum, scrape};
 
 /// Waits until exactly `n` rows are committed, checks they stay `n` and carry no duplicate
 /// lineage key; returns the rows.
@@ -222,11 +221,7 @@ fn split_and_merge_mid_run_children_after_parents() {
     emulate(&s, 1500, 1);
     let mut a = run(&s, "a", "a");
     s.wait_rows(4500, Duration::from_secs(60), &mut [&mut a]);
-    let before: Vec<String> = server
-        .shards(&pin)
-        .iter()
-        .map(|s| s["ShardId"].as_str().unwrap().to_string())
-        .collect();
+    let before: Vec<String> = server.shards(&pin).iter().map(|s| s.shard_id().to_string()).collect();
     assert_eq!(before.len(), 4);
     // Records put between the reshards land in parents and then in children.
     emulate(&s, 500, 2);
@@ -241,11 +236,12 @@ fn split_and_merge_mid_run_children_after_parents() {
     let children: Vec<(String, Vec<String>)> = shards
         .iter()
         .filter_map(|sh| {
-            let parents: Vec<String> = ["ParentShardId", "AdjacentParentShardId"]
-                .iter()
-                .filter_map(|k| sh.get(*k).and_then(Value::as_str).map(str::to_string))
+            let parents: Vec<String> = [sh.parent_shard_id(), sh.adjacent_parent_shard_id()]
+                .into_iter()
+                .flatten()
+                .map(str::to_string)
                 .collect();
-            (!parents.is_empty()).then(|| (sh["ShardId"].as_str().unwrap().to_string(), parents))
+            (!parents.is_empty()).then(|| (sh.shard_id().to_string(), parents))
         })
         .collect();
     assert_eq!(children.len(), 3, "2 from the split, 1 from the merge: {shards:?}");
@@ -365,68 +361,4 @@ fn a_missing_stream_is_a_clear_error() {
         log.contains("kinesis stream streaming-absent-") && log.contains("ResourceNotFoundException"),
         "{log}"
     );
-}
-
-#[test]
-fn s3_leases_are_compare_and_set_on_the_etag() {
-    let s3 = support::S3Server::start();
-    s3.create_bucket("leases");
-    let tables = pinpipe::sink::TablesConfig {
-        location: "s3://leases/tables".into(),
-        endpoint: Some(s3.endpoint.clone()),
-        region: Some("us-east-1".into()),
-        allow_http: true,
-        path_style: true,
-        access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
-        ..Default::default()
-    };
-    use pinpipe::sources::kinesis::lease::{Lease, LeaseStore, Written};
-    pinpipe::block_on_tokio(async {
-        let store = Arc::new(LeaseStore::open(&tables, "app").unwrap());
-        let mine = Lease {
-            owner: Some("a".into()),
-            counter: 1,
-            ..Default::default()
-        };
-        let Written::Ok(t1) = store.write("s", "shardId-0", &mine, None).await.unwrap() else {
-            panic!("first create must win")
-        };
-        assert_eq!(
-            store.write("s", "shardId-0", &mine, None).await.unwrap(),
-            Written::Conflict
-        );
-        let renewed = Lease {
-            counter: 2,
-            ..mine.clone()
-        };
-        let Written::Ok(t2) = store.write("s", "shardId-0", &renewed, Some(&t1)).await.unwrap() else {
-            panic!("renewal on the current ETag must win")
-        };
-        assert_eq!(
-            store.write("s", "shardId-0", &mine, Some(&t1)).await.unwrap(),
-            Written::Conflict
-        );
-        let (read, tag) = store.read("s", "shardId-0").await.unwrap().unwrap();
-        assert_eq!((read, tag), (renewed, t2.clone()));
-        // Eight takers race on one version: exactly one wins.
-        let tasks: Vec<_> = (0..8)
-            .map(|i| {
-                let (store, t) = (store.clone(), t2.clone());
-                tokio::spawn(async move {
-                    let l = Lease {
-                        owner: Some(format!("p{i}")),
-                        counter: 3,
-                        ..Default::default()
-                    };
-                    store.write("s", "shardId-0", &l, Some(&t)).await.unwrap()
-                })
-            })
-            .collect();
-        let mut wins = 0;
-        for t in tasks {
-            wins += matches!(t.await.unwrap(), Written::Ok(_)) as usize;
-        }
-        assert_eq!(wins, 1);
-    });
 }

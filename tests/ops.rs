@@ -11,9 +11,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::kafka::{emulated, signal, Broker, Proc, Setup};
+use support::free_port;
+use support::http::http;
+use support::kafka::{emulated, Broker};
+use support::proc::{signal, Proc, Setup, BIN};
 use support::prometheus::{bool_comparisons, promtool, Prometheus};
-use support::{free_port, http};
 
 const DASHBOARD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/dashboards/pinpipe.json");
 const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/alerts/pinpipe.rules.yml");
@@ -75,7 +77,7 @@ fn substitute(expr: &str) -> String {
 fn prometheus_runs_every_dashboard_and_rule_query_against_a_live_run() {
     let broker = Broker::start(1);
     broker.create_topics("ops", 3);
-    let setup = Setup::new(&broker, "ops", 3_000);
+    let setup = support::kafka::setup(&broker, "ops", 3_000);
     let port = free_port();
     let mut run = run_on(&setup, "run", port);
     // Liveness answers while the process is still joining the group.
@@ -202,7 +204,7 @@ fn lag_gauge_rises_with_a_paused_processor_and_falls_to_zero_after_catch_up() {
     broker.create_topics("lag", 3);
     // One flush per 4 s (no row threshold): after the pause, the rows read back sit in the
     // writers for seconds before their commit moves the checkpoint.
-    let setup = Setup::new(&broker, "lag", 1_000_000);
+    let setup = support::kafka::setup(&broker, "lag", 1_000_000);
     let toml = std::fs::read_to_string(&setup.config).unwrap();
     std::fs::write(&setup.config, toml.replace("max_age_ms = 300", "max_age_ms = 4000")).unwrap();
     let port = free_port();
@@ -256,7 +258,7 @@ fn readyz_waits_for_an_assignment_while_healthz_answers() {
     let port = free_port();
     let log = dir.path().join("run.log");
     let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(support::kafka::BIN)
+    let child = Command::new(BIN)
         .args(["--config", config.to_str().unwrap(), "run", "--no-progress"])
         .env("PINPIPE__METRICS__LISTEN", format!("127.0.0.1:{port}"))
         .stdin(Stdio::null())

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::{Map, Value};
-use support::kafka::BIN;
+use support::proc::BIN;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/report");
 
@@ -381,7 +381,7 @@ fn maintain_compacts_while_a_writer_appends_and_keeps_rows_and_history() {
         first_keys.is_subset(&all_keys),
         "rows committed before maintain were lost"
     );
-    let second_input = support::count_records(&second, ".pin+");
+    let second_input = support::rows::count_records(&second, ".pin+");
     assert_eq!(all_keys.len(), before.len() + second_input - dead(&tables, "second"));
     // Compaction after the appends too: every small file of the first input is gone.
     ok(pinpipe(&["maintain", "--tables", t], &[]), "maintain again");

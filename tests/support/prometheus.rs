@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::Value;
 
-use super::{free_port, http, log_tail, tool};
+use super::http::http;
+use super::{free_port, log_tail, tool};
 
 /// The scrape job name the dashboard and the rules expect.
 pub const JOB: &str = "pinpipe";

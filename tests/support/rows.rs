@@ -1,7 +1,9 @@
-//! Arrow rows as JSON values, for comparing with the fixtures' `expect` objects, and
-//! reading a Delta table back through deltalake.
+//! Counting rows in and out: Arrow rows as JSON values (for comparing with the fixtures'
+//! `expect` objects), a Delta table read back through deltalake, and the records of input
+//! files.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
@@ -79,4 +81,26 @@ pub async fn read_table(url: &str, options: HashMap<String, String>) -> Vec<Map<
         }
     }
     out
+}
+
+/// Non-blank lines (records) of the files under `dir` whose path contains `name_part`
+/// ("" for every file): the input side of an exactly-once count.
+pub fn count_records(dir: &Path, name_part: &str) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().contains(name_part) {
+                n += std::fs::read_to_string(&p)
+                    .unwrap()
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .count();
+            }
+        }
+    }
+    n
 }

@@ -20,6 +20,9 @@
 //!   positions are committed in the tables. Its children may start.
 //! - `steal_for`: another process asks the owner to hand the shard over (load balancing).
 //!   The owner drains and commits, then writes the lease free; there is no overlap.
+//!
+//! Both stores must keep one contract; `tests/lease_store.rs` states it once and runs it
+//! on a local folder and on an S3 server (moto, with conditional writes).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -281,84 +284,4 @@ fn write_file(file: &std::path::Path, lease: &Lease, expect: Option<&Tag>) -> Re
     std::fs::write(&tmp, serde_json::to_vec(&lease).expect("a lease serializes")).map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, file).map_err(io_err(file))?;
     Ok(Written::Ok(local_tag(&lease)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tables(dir: &std::path::Path) -> TablesConfig {
-        TablesConfig {
-            location: dir.to_str().unwrap().into(),
-            ..Default::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn folder_leases_are_compare_and_set() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LeaseStore::open(&tables(dir.path()), "app").unwrap();
-        assert_eq!(store.read("s", "shardId-0").await.unwrap(), None);
-        let mine = Lease {
-            owner: Some("a".into()),
-            counter: 1,
-            ..Default::default()
-        };
-        let Written::Ok(t1) = store.write("s", "shardId-0", &mine, None).await.unwrap() else {
-            panic!("first create must win")
-        };
-        // A second create and a write against a stale version both lose.
-        assert_eq!(
-            store.write("s", "shardId-0", &mine, None).await.unwrap(),
-            Written::Conflict
-        );
-        let renewed = Lease {
-            counter: 2,
-            ..mine.clone()
-        };
-        let Written::Ok(t2) = store.write("s", "shardId-0", &renewed, Some(&t1)).await.unwrap() else {
-            panic!("renewal against the current version must win")
-        };
-        let theirs = Lease {
-            owner: Some("b".into()),
-            counter: 2,
-            ..Default::default()
-        };
-        assert_eq!(
-            store.write("s", "shardId-0", &theirs, Some(&t1)).await.unwrap(),
-            Written::Conflict
-        );
-        let (read, tag) = store.read("s", "shardId-0").await.unwrap().unwrap();
-        assert_eq!((read.owner.as_deref(), tag), (Some("a"), t2));
-    }
-
-    #[tokio::test]
-    async fn racing_takers_one_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(LeaseStore::open(&tables(dir.path()), "app").unwrap());
-        let l = Lease::default();
-        let Written::Ok(t) = store.write("s", "x", &l, None).await.unwrap() else {
-            panic!()
-        };
-        let tasks: Vec<_> = (0..8)
-            .map(|i| {
-                let (store, t) = (store.clone(), t.clone());
-                tokio::spawn(async move {
-                    let l = Lease {
-                        owner: Some(format!("p{i}")),
-                        counter: 1,
-                        ..Default::default()
-                    };
-                    store.write("s", "x", &l, Some(&t)).await.unwrap()
-                })
-            })
-            .collect();
-        let mut wins = 0;
-        for t in tasks {
-            if matches!(t.await.unwrap(), Written::Ok(_)) {
-                wins += 1;
-            }
-        }
-        assert_eq!(wins, 1);
-    }
 }
