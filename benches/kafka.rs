@@ -29,6 +29,8 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
+mod support;
+
 use pinpipe::clean::Kind;
 use pinpipe::emulate::{EmulateConfig, Generator};
 
@@ -381,33 +383,45 @@ fn main() {
         format!("{parse_rate:.0}"),
         "1.00x"
     );
-    for workers in [1usize, 2] {
-        let tables = dir.path().join(format!("tables-w{workers}"));
-        let toml = config(&tables, &brokers, "bench", workers, 1_000, 500);
+    // The raw tables (on by default) are measured against the same run without them.
+    for (workers, raw) in [(1usize, true), (2, true), (2, false)] {
+        let name = format!("w{workers}{}", if raw { "" } else { "-noraw" });
+        let label = format!("{workers} worker(s){}", if raw { "" } else { ", raw off" });
+        let tables = dir.path().join(format!("tables-{name}"));
+        let mut toml = config(&tables, &brokers, "bench", workers, 1_000, 500);
+        if !raw {
+            toml.push_str("\n[raw]\nenabled = false\n");
+        }
         // Each run is its own group, reading the same pre-produced topics from the start.
-        let toml = toml.replace("bench-group", &format!("bench-w{workers}"));
+        let toml = toml.replace("bench-group", &format!("bench-{name}"));
         let broker_cpu = self_cpu();
-        let f = run_to(dir.path(), &format!("run-w{workers}"), &toml, n, |_| {});
+        let f = run_to(dir.path(), &format!("run-{name}"), &toml, n, |_| {});
         let broker_cpu = self_cpu() - broker_cpu;
         let wall = n as f64 / f.steady;
         let per_cpu = n as f64 / f.cpu.max(1e-9);
         println!(
             "{:<44} {:>14} {:>8.2}x",
-            format!("Kafka->Delta, {workers} worker(s), wall* (rec/s)"),
+            format!("Kafka->Delta, {label}, wall* (rec/s)"),
             format!("{wall:.0}"),
             wall / parse_rate
         );
         println!(
             "{:<44} {:>14} {:>8.2}x",
-            format!("Kafka->Delta, {workers} worker(s), per CPU-s"),
+            format!("Kafka->Delta, {label}, per CPU-s"),
             format!("{per_cpu:.0}"),
             per_cpu / parse_rate
         );
         println!(
             "{:<44} {:>14} {:>9}",
-            format!("  pinpipe run peak RSS, {workers} worker(s) (MiB)"),
+            format!("  pinpipe run peak RSS, {label} (MiB)"),
             format!("{:.0}", f.peak_rss_mb),
             ""
+        );
+        println!(
+            "{:<44} {:>14} {:>8.2}x",
+            format!("  bytes written, {label} (MB)"),
+            format!("{:.1}", support::dir_bytes(&tables) as f64 / 1e6),
+            support::dir_bytes(&tables) as f64 / bytes as f64
         );
         println!(
             "{:<44} {:>14} {:>9}",

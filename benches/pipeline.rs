@@ -10,7 +10,7 @@ mod support;
 
 use pinpipe::clean::Kind;
 use pinpipe::emulate::Generator;
-use pinpipe::sink::{TablesConfig, WriterConfig, Writers};
+use pinpipe::sink::{TablesConfig, WriterConfig};
 use pinpipe::sources::batch::{self, BatchOptions};
 
 fn peak_rss_mb() -> f64 {
@@ -57,19 +57,58 @@ fn main() {
         progress: false,
     };
     let writer = WriterConfig::default();
-    let t = Instant::now();
-    let s = pinpipe::block_on(async {
-        let writers = Writers::start(&tables, &writer, &Kind::ALL, None).await?;
-        Ok::<_, anyhow::Error>(batch::run(&opts, &tables, &writers).await?)
-    })
-    .expect("batch run");
-    let secs = t.elapsed().as_secs_f64();
+    // The same input three ways: batch without the raw tables, batch with them (the
+    // default), and a replay of those raw tables into new clean tables.
+    let batch_into = |name: &str, raw: bool| {
+        let tables = TablesConfig {
+            location: dir.path().join(name).to_str().expect("utf-8 path").into(),
+            ..Default::default()
+        };
+        let raw_cfg = pinpipe::sink::RawConfig {
+            enabled: raw,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let s = pinpipe::block_on(async {
+            let writers = pinpipe::run::start_writers(&tables, &raw_cfg, &writer).await?;
+            Ok::<_, anyhow::Error>(batch::run(&opts, &tables, &writers).await?)
+        })
+        .expect("batch run");
+        (tables, s, t.elapsed().as_secs_f64())
+    };
+    let (_, s_noraw, secs_noraw) = batch_into("tables-noraw", false);
+    let rss_noraw = peak_rss_mb();
+    let (tables, s, secs) = batch_into("tables", true);
     let e2e = s.records as f64 / secs;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let e2e_mbs = summary.bytes as f64 / 1e6 / secs;
     // Before the in-memory record set below exists: this is the pipeline's own peak.
     let rss = peak_rss_mb();
     let e2e_line = s.line();
+    let dest = TablesConfig {
+        location: dir.path().join("tables-replay").to_str().expect("utf-8 path").into(),
+        ..Default::default()
+    };
+    let replay_opts = pinpipe::replay::ReplayOptions {
+        kinds: Kind::ALL.to_vec(),
+        from: None,
+        to: None,
+        batch_rows: cfg.batch.batch_rows,
+        max_record_bytes: cfg.clean.max_record_bytes,
+        memory_limit: 256 << 20,
+        progress: false,
+    };
+    let t = Instant::now();
+    let replayed = pinpipe::block_on(async {
+        let raw = pinpipe::replay::open_raw(&tables, &Kind::ALL).await?;
+        let writers = pinpipe::run::start_writers(&dest, &Default::default(), &writer).await?;
+        let r = pinpipe::replay::run(raw, &writers, &replay_opts).await?;
+        Ok::<_, anyhow::Error>(r)
+    })
+    .expect("replay");
+    let secs_replay = t.elapsed().as_secs_f64();
+    assert_eq!(replayed.records, s.records, "replay read every raw record");
+    let bytes_of = |name: &str| support::dir_bytes(&dir.path().join(name));
     // The same posts the files above hold.
     let mut gen = Generator::from_config(&cfg.emulate).expect("emulator config");
     let mut records: Vec<(Kind, Vec<u8>)> = Vec::with_capacity(posts as usize * 3);
@@ -107,5 +146,27 @@ fn main() {
         e2e / cores as f64
     );
     println!("  {e2e_line}");
-    println!("peak RSS of emulate + batch: {rss:.0} MB");
+    let noraw = s_noraw.records as f64 / secs_noraw;
+    println!(
+        "batch without raw tables:          {noraw:>12.0} records/s ({:.2}x baseline); raw tables cost {:.0}% of throughput",
+        noraw / base,
+        (1.0 - e2e / noraw) * 100.0
+    );
+    println!(
+        "bytes written: {:.1} MB with raw tables, {:.1} MB without ({:.2}x); input {:.1} MB",
+        bytes_of("tables") as f64 / 1e6,
+        bytes_of("tables-noraw") as f64 / 1e6,
+        bytes_of("tables") as f64 / bytes_of("tables-noraw").max(1) as f64,
+        summary.bytes as f64 / 1e6
+    );
+    let replay_rate = replayed.records as f64 / secs_replay;
+    println!(
+        "replay raw -> Delta:               {replay_rate:>12.0} records/s ({:.2}x baseline, {:.2}x batch with raw)",
+        replay_rate / base,
+        replay_rate / e2e
+    );
+    println!("  {}", replayed.line());
+    println!(
+        "peak RSS of emulate + batch: {rss_noraw:.0} MB without raw tables, {rss:.0} MB with (process high-water mark)"
+    );
 }

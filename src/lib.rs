@@ -7,7 +7,8 @@
 //!   routing rule they share.
 //! - [`run`] and [`demo`]: `pinpipe run` (the sources driving the writers) and the
 //!   embedded demo; [`gateway`]: the ingest HTTP API; [`emulate`]: the post generator.
-//! - [`report`] and [`maintain`]: the analytics questions (DataFusion SQL) and table upkeep.
+//! - [`report`] and [`maintain`]: the analytics questions (DataFusion SQL) and table upkeep;
+//!   [`replay`]: the clean tables rebuilt from the raw tables.
 //! - [`metrics`]: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` routes.
 //! - [`config`]: the configuration file and overrides, gathering each component's section.
 //! - At the bottom: [`shutdown`] (one stop for every loop), [`backoff`] (one retry pause),
@@ -25,6 +26,7 @@ pub mod emulate;
 pub mod gateway;
 pub mod maintain;
 pub mod metrics;
+pub mod replay;
 pub mod report;
 pub mod run;
 pub mod shutdown;

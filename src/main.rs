@@ -110,6 +110,32 @@ enum Command {
         #[arg(long, default_value_t = pinpipe::report::DEFAULT_MEMORY_LIMIT >> 20)]
         memory_limit_mb: usize,
     },
+    /// Rebuild the clean and dead-letter tables from the raw tables (after a cleaning rule
+    /// changed), into a new folder beside the live tables unless --tables or --in-place.
+    Replay {
+        /// Only this kind [default: all three].
+        #[arg(long)]
+        kind: Option<Kind>,
+        /// Destination folder or s3:// URI [default: <tables.location>-replay-<time>].
+        #[arg(long)]
+        tables: Option<String>,
+        /// Write into the live tables themselves (stop `pinpipe run` first).
+        #[arg(long, conflicts_with = "tables")]
+        in_place: bool,
+        /// Only raw records ingested on or after this date (UTC, YYYY-MM-DD).
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Only raw records ingested on or before this date (UTC, YYYY-MM-DD).
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+        /// Memory the sort of the raw records may use (MiB); it spills to the temp folder
+        /// beyond it.
+        #[arg(long, default_value_t = pinpipe::report::DEFAULT_MEMORY_LIMIT >> 20)]
+        memory_limit_mb: usize,
+        /// No progress line (it is also hidden when stderr is not a terminal).
+        #[arg(long)]
+        no_progress: bool,
+    },
     /// Compact small files, vacuum unreferenced ones and write Delta checkpoints, on every
     /// table. Safe while `pinpipe run` appends.
     Maintain {
@@ -254,7 +280,8 @@ impl Command {
             | Command::Demo { tables, .. }
             | Command::Report { tables, .. }
             | Command::Maintain { tables, .. } => tables.as_deref(),
-            Command::Emulate(_) | Command::Gateway { .. } | Command::CheckConfig => None,
+            // Replay's --tables is its destination, not the live tables.
+            Command::Emulate(_) | Command::Gateway { .. } | Command::CheckConfig | Command::Replay { .. } => None,
         }
     }
 }
@@ -326,6 +353,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 optimize: !no_optimize,
                 vacuum: !no_vacuum,
                 checkpoint: !no_checkpoint,
+                raw_retention_days: cfg.raw.retention_days,
                 ..Default::default()
             };
             run_maintain(&cfg, &opts)
@@ -340,6 +368,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Emulate(args) => run_emulate(&mut cfg, args),
+        Command::Replay {
+            kind,
+            tables,
+            in_place,
+            from,
+            to,
+            memory_limit_mb,
+            no_progress,
+        } => {
+            cfg.validate()?;
+            let opts = pinpipe::replay::ReplayOptions {
+                kinds: kind.map_or(Kind::ALL.to_vec(), |k| vec![k]),
+                from,
+                to,
+                batch_rows: cfg.batch.batch_rows,
+                max_record_bytes: cfg.clean.max_record_bytes,
+                memory_limit: usize::try_from(mib("--memory-limit-mb", memory_limit_mb as u64, 64)?)?,
+                progress: !no_progress,
+            };
+            run_replay(&cfg, tables, in_place, &opts)
+        }
     }
 }
 
@@ -369,7 +418,7 @@ fn run_batch(cfg: &Config, progress: bool) -> anyhow::Result<()> {
     let summary = pinpipe::block_on(async {
         // The input is listed and checked before any table is created.
         let input = Input::scan(&opts, &cfg.tables).await?;
-        let writers = Writers::start(&cfg.tables, &cfg.writer, &Kind::ALL, None).await?;
+        let writers = pinpipe::run::start_writers(&cfg.tables, &cfg.raw, &cfg.writer).await?;
         anyhow::Ok(batch::run_input(&input, &opts, &writers).await?)
     })?;
     println!("{}", summary.line());
@@ -406,8 +455,51 @@ fn run_report(
     Ok(())
 }
 
+fn run_replay(
+    cfg: &Config,
+    dest: Option<String>,
+    in_place: bool,
+    opts: &pinpipe::replay::ReplayOptions,
+) -> anyhow::Result<()> {
+    let live = &cfg.tables.location;
+    let dest = match dest {
+        _ if in_place => live.clone(),
+        Some(d) => d,
+        None => pinpipe::replay::default_destination(live),
+    };
+    let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+    anyhow::ensure!(
+        in_place || !same(&dest, live),
+        "--tables {dest} is where the live tables are: give --in-place (with `pinpipe run` stopped) or another destination"
+    );
+    if in_place {
+        tracing::warn!(tables = %live, "replaying into the live tables: pinpipe run must be stopped");
+    }
+    let mut dest_tables = cfg.tables.clone();
+    dest_tables.location = dest;
+    let raw = cfg.raw.tables(&cfg.tables);
+    let summary = pinpipe::block_on(async {
+        // The raw tables are checked before any destination table is created.
+        let sources = pinpipe::replay::open_raw(&raw, &opts.kinds).await?;
+        let writers = Writers::start(&dest_tables, &cfg.writer, &opts.kinds, None).await?;
+        anyhow::Ok(pinpipe::replay::run(sources, &writers, opts).await?)
+    })?;
+    println!("{}", summary.line());
+    println!(
+        "tables under {}: {}",
+        dest_tables.root_url()?,
+        opts.kinds
+            .iter()
+            .flat_map(|k| pinpipe::sink::TableRole::CLEANED.map(|r| r.table_name(*k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
 fn run_maintain(cfg: &Config, opts: &pinpipe::maintain::MaintainOptions) -> anyhow::Result<()> {
-    let reports = pinpipe::block_on_tokio(pinpipe::maintain::run(&cfg.tables, opts))?;
+    let raw = cfg.raw.tables(&cfg.tables);
+    let reports = pinpipe::block_on_tokio(pinpipe::maintain::run(&cfg.tables, &raw, opts))?;
     // A typo in a CronJob's location must not look like a success.
     anyhow::ensure!(
         !reports.is_empty(),

@@ -10,15 +10,19 @@
 //!   retention defaults to Delta's 7 days.
 //! - **Checkpoint**: a Parquet checkpoint of the log, so readers and `pinpipe run`
 //!   resumes load the table without replaying every commit.
+//! - **Raw retention**: with `raw.retention_days`, the raw tables' partitions (by
+//!   `ingest_date`) older than that are deleted first. The predicate names only the
+//!   partition column, so the delete removes whole files from the log without rewriting
+//!   any; vacuum then deletes the files once the vacuum retention has passed.
 
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use deltalake::{DeltaTable, DeltaTableError};
 
+use crate::clean::RAW_PARTITION;
 use crate::sink::table::TableError;
-use crate::sink::table_names;
-use crate::sink::TablesConfig;
+use crate::sink::{table_names, TableRole, TablesConfig};
 
 /// What `pinpipe maintain` does.
 #[derive(Debug, Clone)]
@@ -32,6 +36,8 @@ pub struct MaintainOptions {
     pub optimize: bool,
     pub vacuum: bool,
     pub checkpoint: bool,
+    /// Raw partitions older than this many days are dropped; 0 keeps them forever.
+    pub raw_retention_days: u32,
 }
 
 impl Default for MaintainOptions {
@@ -43,6 +49,7 @@ impl Default for MaintainOptions {
             optimize: true,
             vacuum: true,
             checkpoint: true,
+            raw_retention_days: 0,
         }
     }
 }
@@ -70,6 +77,8 @@ pub struct TableReport {
     pub files_removed: u64,
     pub files_added: u64,
     pub optimize_attempts: u32,
+    /// Raw files whose partition the retention dropped.
+    pub expired: Option<(String, usize)>,
     pub vacuumed: usize,
     pub checkpoint_version: Option<i64>,
     pub seconds: f64,
@@ -84,6 +93,9 @@ impl TableReport {
         if self.optimize_attempts > 1 {
             parts.push(format!("{} attempts", self.optimize_attempts));
         }
+        if let Some((before, files)) = &self.expired {
+            parts.push(format!("retention dropped {files} files of partitions before {before}"));
+        }
         parts.push(format!("vacuum deleted {} files", self.vacuumed));
         if let Some(v) = self.checkpoint_version {
             parts.push(format!("checkpoint at version {v}"));
@@ -97,15 +109,49 @@ fn file_count(table: &DeltaTable) -> usize {
     table.snapshot().map_or(0, |s| s.log_data().num_files())
 }
 
-/// Maintains the six tables under `tables` (missing ones are skipped).
-pub async fn run(tables: &TablesConfig, opts: &MaintainOptions) -> Result<Vec<TableReport>, MaintainError> {
+/// Maintains every pinpipe table under `tables`, and the raw tables under `raw` (their
+/// location; missing tables are skipped).
+pub async fn run(
+    tables: &TablesConfig,
+    raw: &TablesConfig,
+    opts: &MaintainOptions,
+) -> Result<Vec<TableReport>, MaintainError> {
     let mut out = Vec::new();
     for name in table_names() {
-        if let Some(table) = tables.open_existing(&name).await? {
-            out.push(maintain(table, &name, opts).await?);
+        let is_raw = TableRole::of_table(&name).is_some_and(|(_, r)| r == TableRole::Raw);
+        let at = if is_raw { raw } else { tables };
+        if let Some(mut table) = at.open_existing(&name).await? {
+            let expired = match (is_raw, opts.raw_retention_days) {
+                (true, days) if days > 0 => Some(expire(&mut table, &name, days).await?),
+                _ => None,
+            };
+            let mut report = maintain(table, &name, opts).await?;
+            report.expired = expired;
+            out.push(report);
         }
     }
     Ok(out)
+}
+
+/// Deletes the raw partitions older than `days` (by `ingest_date`, UTC): a metadata-only
+/// delete, since the predicate names only the partition column.
+async fn expire(table: &mut DeltaTable, name: &str, days: u32) -> Result<(String, usize), MaintainError> {
+    let cutoff = (chrono::Utc::now() - chrono::Duration::days(i64::from(days)))
+        .format("%Y-%m-%d")
+        .to_string();
+    let predicate = format!("{RAW_PARTITION} < '{cutoff}'");
+    let (t, metrics) = table
+        .clone()
+        .delete()
+        .with_predicate(predicate)
+        .await
+        .map_err(|source| MaintainError::Delta {
+            table: name.to_string(),
+            step: "retention",
+            source,
+        })?;
+    *table = t;
+    Ok((cutoff, metrics.num_removed_files))
 }
 
 /// Compacts, vacuums and checkpoints one table.

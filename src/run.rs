@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::clean::Kind;
 use crate::metrics::{self, Health, MetricsConfig, MetricsError};
 use crate::shutdown::{self, Shutdown};
-use crate::sink::{RowCounts, TablesConfig, WriterConfig, WriterError, Writers};
+use crate::sink::{RawConfig, RowCounts, TablesConfig, WriterConfig, WriterError, Writers};
 use crate::sources::kafka::{self, KafkaConfig, KafkaSourceError};
 use crate::sources::kinesis::{self, KinesisConfig, KinesisSourceError};
 use crate::sources::{RunStats, SourceRun};
@@ -22,6 +22,7 @@ use crate::sources::{RunStats, SourceRun};
 pub struct RunConfig {
     pub tables: TablesConfig,
     pub writer: WriterConfig,
+    pub raw: RawConfig,
     pub kafka: KafkaConfig,
     pub kinesis: KinesisConfig,
     pub metrics: MetricsConfig,
@@ -29,6 +30,11 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// The writers of every table a run writes: clean and dead-letter, and raw when on.
+    pub async fn writers(&self) -> Result<Writers, WriterError> {
+        start_writers(&self.tables, &self.raw, &self.writer).await
+    }
+
     /// The grace period of the run: the shorter of the enabled sources' (both bound the
     /// same pod's termination).
     pub fn grace(&self) -> Duration {
@@ -63,12 +69,13 @@ impl RunSummary {
     pub fn line(&self) -> String {
         let rows = RowCounts(&self.rows);
         format!(
-            "run: {} records in {:.2}s ({:.0} records/s); rows {}; dead letters {}",
+            "run: {} records in {:.2}s ({:.0} records/s); rows {}; dead letters {}; raw {}",
             self.records,
             self.seconds,
             self.records as f64 / self.seconds.max(1e-9),
             rows.clean(),
-            rows.dead_letters()
+            rows.dead_letters(),
+            rows.raw()
         )
     }
 }
@@ -104,7 +111,7 @@ pub(crate) async fn run_with(
     health: Arc<Health>,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let writers = Arc::new(Writers::start(&cfg.tables, &cfg.writer, &Kind::ALL, None).await?);
+    let writers = Arc::new(cfg.writers().await?);
     health.set_tables_open();
     let shutdown = Shutdown::new(cfg.grace());
     let bar = progress_bar(opts.progress);
@@ -126,6 +133,20 @@ pub(crate) async fn run_with(
         rows: writers.stats().await,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The writers of the clean and dead-letter tables of every kind, and of the raw tables
+/// when `raw.enabled` (shared by `run` and `batch`).
+pub async fn start_writers(
+    tables: &TablesConfig,
+    raw: &RawConfig,
+    writer: &WriterConfig,
+) -> Result<Writers, WriterError> {
+    if raw.enabled {
+        Writers::start_with_raw(tables, &raw.tables(tables), writer, &Kind::ALL, None).await
+    } else {
+        Writers::start(tables, writer, &Kind::ALL, None).await
+    }
 }
 
 /// Both sources side by side; a source that fails stops the other one too.
@@ -193,7 +214,8 @@ async fn watch(
             tokio::time::sleep(Duration::from_millis(200)).await;
             let committed = writers.stats().await;
             let dead = RowCounts(&committed).dead_letters();
-            let total: u64 = committed.values().sum();
+            // Records committed: every record is in one clean or dead-letter table.
+            let total: u64 = committed.values().sum::<u64>() - RowCounts(&committed).raw();
             bar.set_message(format!(
                 "records in {}, rows committed {}, dead letters {dead}",
                 stats.records.load(Ordering::Relaxed),

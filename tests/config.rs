@@ -138,6 +138,10 @@ const FILE_CASES: &[(&str, &[&str])] = &[
     ),
     ("[gateway]\nretry_after_s = 0\n", &["gateway.retry_after_s"]),
     ("[gateway]\nworkers = 0\n", &["gateway.workers"]),
+    ("[raw]\nlocation = \"gs://bucket/raw\"\n", &["raw.location"]),
+    ("[raw]\nretention_days = -1\n", &["retention_days"]),
+    ("[raw]\nenabled = \"yes\"\n", &["enabled"]),
+    ("[raw]\nretention = 7\n", &["retention"]),
 ];
 
 #[test]
@@ -170,7 +174,7 @@ fn every_invalid_config_is_refused_naming_its_key() {
         problems.is_empty(),
         "{} of {} cases:\n{}",
         problems.len(),
-        FILE_CASES.len() + 5,
+        FILE_CASES.len() + env_cases.len() + 1,
         problems.join("\n")
     );
 }

@@ -79,7 +79,16 @@ fn settle_and_check(setup: &Setup, n: usize, procs: &mut [Proc], source: &str, w
     let rows = setup.rows();
     let total: usize = rows.values().map(Vec::len).sum();
     assert_eq!(total, n, "clean + dead-letter rows = records sent");
-    assert_unique_lineage_from(&rows, source)
+    // The raw tables too (on by default): nine tables, each record once in two of them.
+    let raw = setup.raw_rows();
+    assert_eq!(raw.values().map(Vec::len).sum::<usize>(), n, "raw rows = records sent");
+    let raw_keys = assert_unique_lineage_from(&raw, source);
+    let keys = assert_unique_lineage_from(&rows, source);
+    assert_eq!(
+        raw_keys, keys,
+        "the raw tables hold exactly the records the cleaned tables do"
+    );
+    keys
 }
 
 /// Kills a random process of `procs` at random times (`gap_ms` apart) and restarts it

@@ -1,5 +1,10 @@
 //! Shared by the bench binaries: pinpipe's routing of records held in memory, the same
-//! rule the sources run (`pinpipe::sources::partition::Router`).
+//! rule the sources run (`pinpipe::sources::partition::Router`), and the size of what a
+//! run wrote.
+// Each bench binary compiles this module and uses part of it.
+#![allow(dead_code)]
+
+use std::path::Path;
 
 use pinpipe::clean::{self, Kind};
 use pinpipe::sink::{PerTable, Position, SourceKey, SourceKind};
@@ -10,7 +15,8 @@ use pinpipe::sources::partition::Router;
 pub fn clean_all(records: &[(Kind, Vec<u8>)]) -> (usize, usize) {
     let mut routers = Kind::ALL.map(|k| {
         let key = SourceKey::new(SourceKind::Batch, "bench", "0");
-        Router::new(k, key, PerTable::default(), clean::DEFAULT_MAX_RECORD_BYTES)
+        let roles = &pinpipe::sink::TableRole::CLEANED;
+        Router::new(k, key, PerTable::default(), roles, clean::DEFAULT_MAX_RECORD_BYTES)
     });
     let mut pos = itoa::Buffer::new();
     let (mut rows, mut dead) = (0usize, 0usize);
@@ -20,12 +26,19 @@ pub fn clean_all(records: &[(Kind, Vec<u8>)]) -> (usize, usize) {
             match role {
                 pinpipe::sink::TableRole::Clean => rows += n,
                 pinpipe::sink::TableRole::DeadLetter => dead += n,
+                pinpipe::sink::TableRole::Raw => {}
             }
         }
     };
     for (i, (k, r)) in records.iter().enumerate() {
         let router = &mut routers[*k as usize];
-        router.route(r, Position::Offset(i as i64 + 1), pos.format(i), 0);
+        router.route(
+            r,
+            clean::RecordMeta::default(),
+            Position::Offset(i as i64 + 1),
+            pos.format(i),
+            0,
+        );
         if router.buffered() >= 8192 {
             count(router.hand_over());
         }
@@ -34,4 +47,16 @@ pub fn clean_all(records: &[(Kind, Vec<u8>)]) -> (usize, usize) {
         count(router.hand_over());
     }
     (rows, dead)
+}
+
+/// Bytes under a folder (the tables a run wrote), for the raw layer's cost.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
 }

@@ -4,7 +4,8 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow_array::builder::{
-    BinaryBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
+    BinaryBuilder, Date32Builder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -83,6 +84,27 @@ static DEAD_LETTER: LazyLock<SchemaRef> = LazyLock::new(|| {
     f.push(Field::new("raw", DataType::Binary, false));
     Arc::new(Schema::new(f))
 });
+
+/// The raw tables' partition column: the UTC date of `_ingested_at`, so retention is a
+/// metadata-only delete of old partitions.
+pub const RAW_PARTITION: &str = "ingest_date";
+
+static RAW: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut f = vec![
+        Field::new("raw", DataType::Binary, false),
+        Field::new("source_key", DataType::Binary, true),
+        Field::new("source_timestamp", ts(), true),
+    ];
+    f.extend(lineage_fields());
+    f.push(Field::new(RAW_PARTITION, DataType::Date32, false));
+    Arc::new(Schema::new(f))
+});
+
+/// Schema of every `<kind>_raw` table: the bytes as received, the source's key and
+/// timestamp where it has them, the lineage, and the ingest date.
+pub fn raw_schema() -> SchemaRef {
+    RAW.clone()
+}
 
 /// Schema of the clean table of `kind`: data columns in the contract's order, then lineage.
 pub fn schema(kind: Kind) -> SchemaRef {
@@ -320,6 +342,61 @@ impl DeadLetterBatchBuilder {
     }
 }
 
+/// What a source knows of a record besides its bytes (the raw table keeps it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordMeta<'a> {
+    /// The Kafka message key, the Kinesis partition key.
+    pub key: Option<&'a [u8]>,
+    /// The Kafka message timestamp, the Kinesis arrival time (microseconds, UTC).
+    pub timestamp_us: Option<i64>,
+}
+
+/// Microseconds in a day: `_ingested_at` to `ingest_date`.
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Accumulates raw rows into a [`RecordBatch`] of [`raw_schema`].
+#[derive(Default)]
+pub struct RawBatchBuilder {
+    raw: BinaryBuilder,
+    key: BinaryBuilder,
+    timestamp: TimestampMicrosecondBuilder,
+    lineage: LineageBuilder,
+    date: Date32Builder,
+    rows: usize,
+}
+
+impl RawBatchBuilder {
+    pub fn append(&mut self, lineage: &Lineage<'_>, position: &str, raw: &[u8], meta: RecordMeta<'_>) {
+        self.raw.append_value(raw);
+        self.key.append_option(meta.key);
+        self.timestamp.append_option(meta.timestamp_us);
+        self.lineage.append(lineage, position);
+        self.date
+            .append_value(lineage.ingested_at.div_euclid(MICROS_PER_DAY) as i32);
+        self.rows += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    pub fn finish(&mut self) -> RecordBatch {
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(self.raw.finish()),
+            Arc::new(self.key.finish()),
+            Arc::new(self.timestamp.finish().with_timezone("UTC")),
+        ];
+        self.lineage.finish(&mut cols);
+        cols.push(Arc::new(self.date.finish()));
+        self.rows = 0;
+        RecordBatch::try_new(raw_schema(), cols).expect("raw batch matches its schema")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +428,22 @@ mod tests {
         let mut d = DeadLetterBatchBuilder::default();
         d.append(&l, "3", "invalid json", b"{");
         assert_eq!(d.finish().num_rows(), 1);
+        let mut r = RawBatchBuilder::default();
+        let day = Lineage {
+            ingested_at: 1_764_547_200_000_000 + 3_600_000_000, // 2025-12-01T01:00Z
+            ..l
+        };
+        r.append(&day, "4", b"{", RecordMeta::default());
+        let meta = RecordMeta {
+            key: Some(b"k"),
+            timestamp_us: Some(7),
+        };
+        r.append(&day, "5", b"x", meta);
+        let batch = r.finish();
+        assert_eq!(batch.schema(), raw_schema());
+        let dates = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Date32Type>(
+            batch.column_by_name(RAW_PARTITION).unwrap(),
+        );
+        assert_eq!(dates.value(0), 20423, "days since 1970 of 2025-12-01");
     }
 }

@@ -13,7 +13,10 @@ pub mod kinds;
 mod record;
 pub mod value;
 
-pub use batch::{dead_letter_schema, schema, CleanBatchBuilder, DeadLetterBatchBuilder, Lineage};
+pub use batch::{
+    dead_letter_schema, raw_schema, schema, CleanBatchBuilder, DeadLetterBatchBuilder, Lineage, RawBatchBuilder,
+    RecordMeta, RAW_PARTITION,
+};
 pub use kinds::{GeoRow, PinRow, UserRow};
 pub use record::*;
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::clean::{Kind, DEFAULT_MAX_RECORD_BYTES};
-use crate::sink::{TablesConfig, WriterConfig};
+use crate::sink::{RawConfig, TablesConfig, WriterConfig};
 use crate::validate::{ensure, invalid, Invalid};
 
 /// The default config file, relative to the working directory.
@@ -24,6 +24,7 @@ pub const DEFAULT_PATH: &str = "config/pinpipe.toml";
 pub struct Config {
     pub tables: TablesConfig,
     pub writer: WriterConfig,
+    pub raw: RawConfig,
     pub clean: CleanConfig,
     pub batch: BatchConfig,
     pub emulate: crate::emulate::EmulateConfig,
@@ -146,6 +147,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.tables.validate()?;
         self.writer.validate()?;
+        self.raw.validate()?;
         ensure(
             self.clean.max_record_bytes > 0,
             "clean.max_record_bytes",
@@ -170,6 +172,7 @@ impl Config {
         crate::run::RunConfig {
             tables: self.tables.clone(),
             writer: self.writer.clone(),
+            raw: self.raw.clone(),
             kafka: self.kafka.clone(),
             kinesis: self.kinesis.clone(),
             metrics: self.metrics.clone(),

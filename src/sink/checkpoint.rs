@@ -62,7 +62,8 @@ impl SourceKind {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// The kind a lineage `_source` value names.
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "kafka" => Some(SourceKind::Kafka),
             "kinesis" => Some(SourceKind::Kinesis),

@@ -84,3 +84,52 @@ impl WriterConfig {
         Ok(())
     }
 }
+
+/// The `[raw]` config section: the raw tables `<kind>_raw`, every record's bytes as
+/// received, to rebuild the clean tables from (`pinpipe replay`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// Write the raw tables (`pinpipe run` and `pinpipe batch`).
+    pub enabled: bool,
+    /// Where they live (a folder or `s3://bucket/prefix`, with the tables' S3 settings);
+    /// empty: beside the other tables, at `tables.location`.
+    pub location: String,
+    /// `pinpipe maintain` drops raw partitions (by ingest date) older than this many days;
+    /// 0 keeps them forever.
+    pub retention_days: u32,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            location: String::new(),
+            retention_days: 0,
+        }
+    }
+}
+
+impl RawConfig {
+    /// The tables' settings with the raw tables' location.
+    pub fn tables(&self, tables: &super::TablesConfig) -> super::TablesConfig {
+        let mut t = tables.clone();
+        if !self.location.is_empty() {
+            t.location = self.location.clone();
+        }
+        t
+    }
+
+    /// Checks the section; errors name the key.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.location.is_empty() {
+            return Ok(());
+        }
+        super::table::location_url(&self.location).map(|_| ()).map_err(|e| {
+            crate::validate::invalid(
+                "raw.location",
+                format!("{e} (allowed: a folder path or s3://bucket/prefix)"),
+            )
+        })
+    }
+}

@@ -21,30 +21,35 @@ use std::fmt;
 
 use arrow_schema::SchemaRef;
 
-use crate::clean::{dead_letter_schema, schema, Kind};
+use crate::clean::{dead_letter_schema, raw_schema, schema, Kind, RAW_PARTITION};
 
 pub use checkpoint::{Position, SourceKey, SourceKind};
-pub use config::WriterConfig;
+pub use config::{RawConfig, WriterConfig};
 pub use table::{TableError, TablesConfig};
 pub use table_sink::{FlushOutcome, SinkStats, TableSink, WriterError};
 pub use writer::{Append, Checkpoints, CommitObserver, Flush, Stats, TableWriter};
 pub use writers::{Positions, Writers};
 
-/// Which of a kind's tables: the clean rows, or the records that could not be cleaned.
+/// Which of a kind's tables: the clean rows, the records that could not be cleaned, or
+/// every record's bytes as received (the raw layer, to reprocess from).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TableRole {
     Clean,
     DeadLetter,
+    Raw,
 }
 
 impl TableRole {
-    pub const ALL: [TableRole; 2] = [TableRole::Clean, TableRole::DeadLetter];
+    pub const ALL: [TableRole; 3] = [TableRole::Clean, TableRole::DeadLetter, TableRole::Raw];
+    /// The tables a record's cleaning decides between: every record is in exactly one.
+    pub const CLEANED: [TableRole; 2] = [TableRole::Clean, TableRole::DeadLetter];
 
-    /// The table's name: `pin` or `pin_dead_letter`.
+    /// The table's name: `pin`, `pin_dead_letter` or `pin_raw`.
     pub fn table_name(self, kind: Kind) -> String {
         match self {
             TableRole::Clean => kind.as_str().to_string(),
             TableRole::DeadLetter => format!("{kind}_dead_letter"),
+            TableRole::Raw => format!("{kind}_raw"),
         }
     }
 
@@ -53,7 +58,24 @@ impl TableRole {
         match self {
             TableRole::Clean => schema(kind),
             TableRole::DeadLetter => dead_letter_schema(),
+            TableRole::Raw => raw_schema(),
         }
+    }
+
+    /// The table's partition columns (the raw tables', by ingest date, for retention).
+    pub fn partition_columns(self) -> &'static [&'static str] {
+        match self {
+            TableRole::Raw => &[RAW_PARTITION],
+            _ => &[],
+        }
+    }
+
+    /// The role a table name stands for, with its kind.
+    pub fn of_table(name: &str) -> Option<(Kind, TableRole)> {
+        Kind::ALL
+            .iter()
+            .flat_map(|k| TableRole::ALL.map(|r| (*k, r)))
+            .find(|(k, r)| r.table_name(*k) == name)
     }
 }
 
@@ -62,11 +84,13 @@ impl fmt::Display for TableRole {
         f.write_str(match self {
             TableRole::Clean => "clean",
             TableRole::DeadLetter => "dead-letter",
+            TableRole::Raw => "raw",
         })
     }
 }
 
-/// Every table name, in a stable order: each kind's clean table, then its dead letters.
+/// Every table name, in a stable order: each kind's clean table, its dead letters, its raw
+/// records.
 pub fn table_names() -> Vec<String> {
     Kind::ALL
         .iter()
@@ -78,23 +102,25 @@ pub fn table_names() -> Vec<String> {
 pub struct RowCounts<'a>(pub &'a std::collections::BTreeMap<String, u64>);
 
 impl RowCounts<'_> {
-    /// Rows of every dead-letter table together.
-    pub fn dead_letters(&self) -> u64 {
+    fn of(&self, role: TableRole) -> impl Iterator<Item = (&String, &u64)> {
         self.0
             .iter()
-            .filter(|(t, _)| t.ends_with("_dead_letter"))
-            .map(|(_, n)| n)
-            .sum()
+            .filter(move |(t, _)| TableRole::of_table(t).is_some_and(|(_, r)| r == role))
+    }
+
+    /// Rows of every dead-letter table together.
+    pub fn dead_letters(&self) -> u64 {
+        self.of(TableRole::DeadLetter).map(|(_, n)| n).sum()
+    }
+
+    /// Rows of every raw table together.
+    pub fn raw(&self) -> u64 {
+        self.of(TableRole::Raw).map(|(_, n)| n).sum()
     }
 
     /// The clean tables' counts: `geo=3 pin=4 user=3`.
     pub fn clean(&self) -> String {
-        let rows: Vec<String> = self
-            .0
-            .iter()
-            .filter(|(t, _)| !t.ends_with("_dead_letter"))
-            .map(|(t, n)| format!("{t}={n}"))
-            .collect();
+        let rows: Vec<String> = self.of(TableRole::Clean).map(|(t, n)| format!("{t}={n}")).collect();
         rows.join(" ")
     }
 }
@@ -104,6 +130,7 @@ impl RowCounts<'_> {
 pub struct PerTable<T> {
     pub clean: T,
     pub dead_letter: T,
+    pub raw: T,
 }
 
 impl<T> PerTable<T> {
@@ -111,6 +138,7 @@ impl<T> PerTable<T> {
         Self {
             clean: f(TableRole::Clean),
             dead_letter: f(TableRole::DeadLetter),
+            raw: f(TableRole::Raw),
         }
     }
 
@@ -118,6 +146,7 @@ impl<T> PerTable<T> {
         match role {
             TableRole::Clean => &self.clean,
             TableRole::DeadLetter => &self.dead_letter,
+            TableRole::Raw => &self.raw,
         }
     }
 
@@ -125,6 +154,7 @@ impl<T> PerTable<T> {
         match role {
             TableRole::Clean => &mut self.clean,
             TableRole::DeadLetter => &mut self.dead_letter,
+            TableRole::Raw => &mut self.raw,
         }
     }
 
@@ -136,6 +166,7 @@ impl<T> PerTable<T> {
         PerTable {
             clean: f(TableRole::Clean, self.clean),
             dead_letter: f(TableRole::DeadLetter, self.dead_letter),
+            raw: f(TableRole::Raw, self.raw),
         }
     }
 }
@@ -148,26 +179,19 @@ mod tests {
     fn roles_name_the_tables() {
         assert_eq!(TableRole::Clean.table_name(Kind::Pin), "pin");
         assert_eq!(TableRole::DeadLetter.table_name(Kind::User), "user_dead_letter");
-        assert_eq!(
-            table_names(),
-            [
-                "pin",
-                "pin_dead_letter",
-                "geo",
-                "geo_dead_letter",
-                "user",
-                "user_dead_letter"
-            ]
-        );
+        assert_eq!(TableRole::Raw.table_name(Kind::Geo), "geo_raw");
+        assert_eq!(table_names().len(), 9);
+        assert_eq!(&table_names()[..3], ["pin", "pin_dead_letter", "pin_raw"]);
+        assert_eq!(TableRole::of_table("user_raw"), Some((Kind::User, TableRole::Raw)));
+        assert_eq!(TableRole::of_table("users"), None);
         let p = PerTable::from_fn(|r| r == TableRole::DeadLetter);
         assert_eq!(p.iter().filter(|(_, v)| **v).count(), 1);
         assert!(*p.get(TableRole::DeadLetter));
-        assert_eq!(
-            p.map(|_, v| u8::from(v)),
-            PerTable {
-                clean: 0,
-                dead_letter: 1
-            }
-        );
+        let counts = PerTable {
+            clean: 0,
+            dead_letter: 1,
+            raw: 0,
+        };
+        assert_eq!(p.map(|_, v| u8::from(v)), counts);
     }
 }

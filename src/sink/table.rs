@@ -224,8 +224,14 @@ impl TablesConfig {
         Ok(table.version().is_some().then_some(table))
     }
 
-    /// Opens the table, creating it (with `schema`) if it does not exist yet.
-    pub async fn open_or_create(&self, name: &str, schema: &SchemaRef) -> Result<DeltaTable, TableError> {
+    /// Opens the table, creating it (with `schema`, partitioned by `partitions`) if it does
+    /// not exist yet.
+    pub async fn open_or_create(
+        &self,
+        name: &str,
+        schema: &SchemaRef,
+        partitions: &[&str],
+    ) -> Result<DeltaTable, TableError> {
         register_handlers();
         let url = self.table_url(name)?;
         if url.scheme() == "file" {
@@ -254,6 +260,7 @@ impl TablesConfig {
             .create()
             .with_table_name(name)
             .with_columns(fields.fields().cloned())
+            .with_partition_columns(partitions.iter().copied())
             .with_configuration_property(
                 TableProperty::CheckpointInterval,
                 Some(self.checkpoint_interval.to_string()),

@@ -115,14 +115,15 @@ pub struct TableSink {
 }
 
 impl TableSink {
-    /// Opens (or creates) table `name` under `tables`.
+    /// Opens (or creates, partitioned by `partitions`) table `name` under `tables`.
     pub async fn open(
         tables: &TablesConfig,
         name: &str,
         schema: SchemaRef,
+        partitions: &[&str],
         cfg: WriterConfig,
     ) -> Result<Self, WriterError> {
-        let table = tables.open_or_create(name, &schema).await?;
+        let table = tables.open_or_create(name, &schema, partitions).await?;
         let props = cfg.writer_properties();
         Ok(Self {
             name: name.to_string(),

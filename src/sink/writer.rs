@@ -198,7 +198,7 @@ mod tests {
             max_age_ms: 1,
             ..WriterConfig::default()
         };
-        let sink = TableSink::open(&tables, "t", schema.clone(), cfg).await.unwrap();
+        let sink = TableSink::open(&tables, "t", schema.clone(), &[], cfg).await.unwrap();
         let writer = TableWriter::start_on_arbiter(sink, None);
         // Like real sources: each key awaits its appends in order, keys run side by side,
         // and explicit flushes arrive in between.

@@ -24,43 +24,79 @@ impl Positions {
 
 /// The running writers.
 pub struct Writers {
-    addrs: HashMap<Kind, PerTable<Addr<TableWriter>>>,
+    addrs: HashMap<Kind, PerTable<Option<Addr<TableWriter>>>>,
+    roles: Vec<TableRole>,
 }
 
 impl Writers {
-    /// Opens (creating on first use) the tables of `kinds` and starts one writer actor
-    /// per table, each on its own arbiter. Needs a running actix `System`.
+    /// Opens (creating on first use) the clean and dead-letter tables of `kinds` and starts
+    /// one writer actor per table, each on its own arbiter. Needs a running actix `System`.
     pub async fn start(
         tables: &TablesConfig,
         cfg: &WriterConfig,
         kinds: &[Kind],
         on_commit: Option<CommitObserver>,
     ) -> Result<Self, WriterError> {
+        Self::start_roles(tables, None, cfg, kinds, on_commit).await
+    }
+
+    /// Like [`Writers::start`], plus the raw tables at `raw` (their own location).
+    pub async fn start_with_raw(
+        tables: &TablesConfig,
+        raw: &TablesConfig,
+        cfg: &WriterConfig,
+        kinds: &[Kind],
+        on_commit: Option<CommitObserver>,
+    ) -> Result<Self, WriterError> {
+        Self::start_roles(tables, Some(raw), cfg, kinds, on_commit).await
+    }
+
+    async fn start_roles(
+        tables: &TablesConfig,
+        raw: Option<&TablesConfig>,
+        cfg: &WriterConfig,
+        kinds: &[Kind],
+        on_commit: Option<CommitObserver>,
+    ) -> Result<Self, WriterError> {
+        let mut roles = TableRole::CLEANED.to_vec();
+        if raw.is_some() {
+            roles.push(TableRole::Raw);
+        }
         let mut addrs = HashMap::new();
         for &kind in kinds {
-            let mut started = Vec::new();
-            for role in TableRole::ALL {
-                let sink = TableSink::open(tables, &role.table_name(kind), role.schema(kind), cfg.clone()).await?;
-                started.push(TableWriter::start_on_arbiter(sink, on_commit.clone()));
+            let mut started: PerTable<Option<Addr<TableWriter>>> = PerTable::default();
+            for &role in &roles {
+                let at = if role == TableRole::Raw {
+                    raw.unwrap_or(tables)
+                } else {
+                    tables
+                };
+                let name = role.table_name(kind);
+                let sink = TableSink::open(at, &name, role.schema(kind), role.partition_columns(), cfg.clone()).await?;
+                *started.get_mut(role) = Some(TableWriter::start_on_arbiter(sink, on_commit.clone()));
             }
-            let [clean, dead_letter]: [Addr<TableWriter>; 2] = started.try_into().expect("one writer per role");
-            addrs.insert(kind, PerTable { clean, dead_letter });
+            addrs.insert(kind, started);
         }
-        Ok(Self { addrs })
+        Ok(Self { addrs, roles })
+    }
+
+    /// The roles whose tables these writers write.
+    pub fn roles(&self) -> &[TableRole] {
+        &self.roles
     }
 
     /// The writer of `kind`'s `role` table.
     pub fn get(&self, kind: Kind, role: TableRole) -> &Addr<TableWriter> {
         self.addrs
             .get(&kind)
-            .map(|t| t.get(role))
-            .unwrap_or_else(|| panic!("no writers started for {kind}"))
+            .and_then(|t| t.get(role).as_ref())
+            .unwrap_or_else(|| panic!("no {role} writer started for {kind}"))
     }
 
     fn all(&self) -> impl Iterator<Item = (Kind, TableRole, &Addr<TableWriter>)> {
         self.addrs
             .iter()
-            .flat_map(|(k, t)| t.iter().map(move |(r, a)| (*k, r, a)))
+            .flat_map(|(k, t)| t.iter().filter_map(move |(r, a)| a.as_ref().map(|a| (*k, r, a))))
     }
 
     /// Positions stored in every table.

@@ -1,27 +1,31 @@
 //! The routing rule of exactly-once, written once for every source: Kafka partitions,
-//! Kinesis shards, batch objects, and the benches.
+//! Kinesis shards, batch objects, `pinpipe replay`, and the benches.
 //!
 //! A source partition (a [`SourceKey`]) resumes from the positions its kind's tables store
-//! for it, one per table. Each record read is cleaned and goes to exactly one table, the
-//! clean or the dead-letter one, **unless that table's stored position already covers
-//! it**: a record re-read after a crash or a rebalance is then dropped where it was
-//! committed and written where it was not. Cleaning is deterministic, so a re-read record
-//! is routed as the first time.
+//! for it, one per table. Each record read goes to its kind's raw table (its bytes as
+//! received), and, cleaned, to exactly one of the clean and dead-letter tables; **to each
+//! table only if that table's stored position does not already cover it**: a record
+//! re-read after a crash or a rebalance is then dropped where it was committed and written
+//! where it was not. Cleaning is deterministic, so a re-read record is routed as the first
+//! time.
 //!
 //! A hand-over gives every table the rows routed to it and the position range they cover:
 //! `expect` (what the table held before them: the stored position, or the end of the
 //! previous hand-over) and `end` (the mark of the last record seen). A table with no new
-//! rows still gets the range (a watermark), so a resume never re-routes a record the other
+//! rows still gets the range (a watermark), so a resume never re-routes a record another
 //! table committed. A table whose stored position already covers the last record gets
 //! nothing.
 //!
 //! Positions are compared through [`Position::covers`] with each record's *mark*: the
 //! position a table holds once that record is in it (Kafka: the offset after it; Kinesis:
 //! its sequence number; batch: its line number).
+//!
+//! A raw table created after its clean tables (a process upgraded to the raw layer) starts
+//! where they are: records cleaned before it existed are not read again for it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::clean::{self, CleanBatchBuilder, DeadLetterBatchBuilder, Kind, Lineage};
+use crate::clean::{self, CleanBatchBuilder, DeadLetterBatchBuilder, Kind, Lineage, RawBatchBuilder, RecordMeta};
 use crate::metrics::metrics;
 use crate::sink::{Append, PerTable, Position, SourceKey, TableRole, WriterError, Writers};
 
@@ -37,17 +41,24 @@ pub struct RunStats {
 /// Where one table stands for this source partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Route {
-    /// The position stored in the table when the source resumed.
-    stored: Option<Position>,
+    /// Records up to here are in the table already (its stored position when the source
+    /// resumed; for a new raw table, where the clean tables were).
+    covered: Option<Position>,
     /// What the table holds before the rows not handed over yet (compare-and-set input).
     expect: Option<Position>,
+}
+
+impl Route {
+    fn covers(&self, mark: &Position) -> bool {
+        self.covered.as_ref().is_some_and(|c| c.covers(mark))
+    }
 }
 
 /// Where a source partition resumes reading, from what its tables store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resume {
     /// From the lowest stored position (Kafka: that offset; Kinesis: after that sequence
-    /// number); records the other table has are filtered by the router.
+    /// number); records other tables have are filtered by the router.
     From(Position),
     /// A table has no position: its records may be anywhere, read from the beginning.
     Beginning,
@@ -55,16 +66,39 @@ pub enum Resume {
     New,
 }
 
-/// The resume rule of every source.
-pub fn resume(stored: &PerTable<Option<Position>>) -> Resume {
-    match (&stored.clean, &stored.dead_letter) {
-        (Some(a), Some(b)) => Resume::From(if a.covers(b) { b.clone() } else { a.clone() }),
-        (None, None) => Resume::New,
-        _ => Resume::Beginning,
-    }
+/// What each active table covers: its stored position, except a raw table with none
+/// while the clean tables have theirs, which starts where they are.
+fn covered(stored: &PerTable<Option<Position>>, roles: &[TableRole]) -> PerTable<Option<Option<Position>>> {
+    let lowest = match (&stored.clean, &stored.dead_letter) {
+        (Some(a), Some(b)) => Some(if a.covers(b) { b.clone() } else { a.clone() }),
+        _ => None,
+    };
+    PerTable::from_fn(|role| {
+        roles.contains(&role).then(|| match (role, stored.get(role)) {
+            (TableRole::Raw, None) => lowest.clone(),
+            (_, p) => p.clone(),
+        })
+    })
 }
 
-/// What [`Router::route`] did with a record.
+/// The resume rule of every source, over the tables the source writes (`roles`).
+pub fn resume(stored: &PerTable<Option<Position>>, roles: &[TableRole]) -> Resume {
+    let covered = covered(stored, roles);
+    let active: Vec<&Option<Position>> = covered.iter().filter_map(|(_, c)| c.as_ref()).collect();
+    if active.iter().all(|c| c.is_none()) {
+        return Resume::New;
+    }
+    let mut lowest: Option<&Position> = None;
+    for c in active {
+        let Some(p) = c else { return Resume::Beginning };
+        if lowest.is_none_or(|l| l.covers(p)) {
+            lowest = Some(p);
+        }
+    }
+    Resume::From(lowest.expect("some table has a position").clone())
+}
+
+/// What [`Router::route`] did with a record in the clean and dead-letter tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Routed {
     Clean,
@@ -78,9 +112,11 @@ pub enum Routed {
 pub struct Router {
     kind: Kind,
     key: SourceKey,
-    tables: PerTable<Route>,
+    /// The tables written, `None` for a role not written (raw off, replay).
+    tables: PerTable<Option<Route>>,
     clean: CleanBatchBuilder,
     dead: DeadLetterBatchBuilder,
+    raw: RawBatchBuilder,
     /// The mark of the last record seen (or skipped to).
     last: Option<Position>,
     max_record_bytes: usize,
@@ -88,17 +124,29 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router for `key`, a source partition of `kind`, whose tables store `stored`.
-    pub fn new(kind: Kind, key: SourceKey, stored: PerTable<Option<Position>>, max_record_bytes: usize) -> Self {
+    /// A router for `key`, a source partition of `kind`, writing the tables of `roles`,
+    /// which store `stored`.
+    pub fn new(
+        kind: Kind,
+        key: SourceKey,
+        stored: PerTable<Option<Position>>,
+        roles: &[TableRole],
+        max_record_bytes: usize,
+    ) -> Self {
+        let covered = covered(&stored, roles);
+        let tables = PerTable::from_fn(|role| {
+            covered.get(role).clone().map(|c| Route {
+                covered: c,
+                expect: stored.get(role).clone(),
+            })
+        });
         Self {
             kind,
-            tables: stored.map(|_, p| Route {
-                expect: p.clone(),
-                stored: p,
-            }),
+            tables,
             key,
             clean: CleanBatchBuilder::new(kind),
             dead: DeadLetterBatchBuilder::default(),
+            raw: RawBatchBuilder::default(),
             last: None,
             max_record_bytes,
             dead_letter_table: TableRole::DeadLetter.table_name(kind),
@@ -113,21 +161,32 @@ impl Router {
         &self.key
     }
 
-    /// Rows waiting for the next hand-over.
+    /// Rows waiting for the next hand-over (in the clean and dead-letter tables).
     pub fn buffered(&self) -> usize {
         self.clean.len() + self.dead.len()
     }
 
-    /// Cleans `raw` (the record at `mark`, shown as `position` in the lineage) into its
-    /// table's rows, unless that table already has it.
-    pub fn route(&mut self, raw: &[u8], mark: Position, position: &str, ingested_at: i64) -> Routed {
+    /// Routes `raw` (the record at `mark`, shown as `position` in the lineage): its bytes
+    /// to the raw table, its cleaned row to the clean or the dead-letter table, each
+    /// unless that table already has it.
+    pub fn route(
+        &mut self,
+        raw: &[u8],
+        meta: RecordMeta<'_>,
+        mark: Position,
+        position: &str,
+        ingested_at: i64,
+    ) -> Routed {
         let lineage = Lineage {
             source: self.key.source.as_str(),
             stream: &self.key.stream,
             partition: &self.key.partition,
             ingested_at,
         };
-        let covered = |t: &Route| t.stored.as_ref().is_some_and(|s| s.covers(&mark));
+        if self.tables.raw.as_ref().is_some_and(|t| !t.covers(&mark)) {
+            self.raw.append(&lineage, position, raw, meta);
+        }
+        let covered = |t: &Option<Route>| t.as_ref().is_none_or(|t| t.covers(&mark));
         let routed = match clean::clean(self.kind, raw, self.max_record_bytes) {
             Ok(row) if !covered(&self.tables.clean) => {
                 self.clean.append(&row, &lineage, position);
@@ -159,15 +218,17 @@ impl Router {
         let Some(end) = self.last.clone() else {
             return Vec::new();
         };
-        let mut out = Vec::with_capacity(2);
+        let mut out = Vec::with_capacity(3);
         for role in TableRole::ALL {
             let batch = match role {
                 TableRole::Clean => (!self.clean.is_empty()).then(|| self.clean.finish()),
                 TableRole::DeadLetter => (!self.dead.is_empty()).then(|| self.dead.finish()),
+                TableRole::Raw => (!self.raw.is_empty()).then(|| self.raw.finish()),
             };
-            let route = self.tables.get_mut(role);
-            let behind = route.stored.as_ref().is_some_and(|s| s.covers(&end));
-            if route.expect.as_ref() == Some(&end) || behind {
+            let Some(route) = self.tables.get_mut(role) else {
+                continue;
+            };
+            if route.expect.as_ref() == Some(&end) || route.covers(&end) {
                 // Nothing new for this table (no rows can be routed to a table that
                 // already holds the last record).
                 debug_assert!(batch.is_none(), "rows for a table that has them");
@@ -216,18 +277,25 @@ mod tests {
     const MAX: usize = clean::DEFAULT_MAX_RECORD_BYTES;
     const GOOD: &[u8] = br#"{"ind": 1, "age": 30}"#;
     const BAD: &[u8] = br#"{"ind": 1, "age": "old"}"#;
+    const CLEANED: &[TableRole] = &TableRole::CLEANED;
+    const ALL: &[TableRole] = &TableRole::ALL;
+
+    fn stored(clean: Option<Position>, dead: Option<Position>, raw: Option<Position>) -> PerTable<Option<Position>> {
+        PerTable {
+            clean,
+            dead_letter: dead,
+            raw,
+        }
+    }
 
     fn router(clean: Option<Position>, dead: Option<Position>) -> Router {
         let key = SourceKey::new(SourceKind::Kafka, "t.user", "0");
-        Router::new(
-            Kind::User,
-            key,
-            PerTable {
-                clean,
-                dead_letter: dead,
-            },
-            MAX,
-        )
+        Router::new(Kind::User, key, stored(clean, dead, None), CLEANED, MAX)
+    }
+
+    /// Routes a record with no key or timestamp.
+    fn route(r: &mut Router, raw: &[u8], mark: Position, position: &str) -> Routed {
+        r.route(raw, RecordMeta::default(), mark, position, 0)
     }
 
     /// (role, expect, end, rows) of each append.
@@ -252,11 +320,11 @@ mod tests {
     #[test]
     fn a_new_partition_routes_every_record_and_moves_both_tables() {
         let mut r = router(None, None);
-        assert_eq!(resume(&PerTable::default()), Resume::New);
+        assert_eq!(resume(&PerTable::default(), CLEANED), Resume::New);
         // Kafka offsets 0..3: marks are the next offsets 1..4.
         for (o, raw) in [GOOD, BAD, GOOD].iter().enumerate() {
             let o = o as i64;
-            r.route(raw, off(o + 1), &o.to_string(), 0);
+            route(&mut r, raw, off(o + 1), &o.to_string());
         }
         assert_eq!(r.buffered(), 3);
         let a = r.hand_over();
@@ -270,7 +338,7 @@ mod tests {
         // Nothing new: nothing to hand over. Then clean rows only: the dead-letter table
         // still gets the watermark, so a resume never re-routes them.
         assert!(r.hand_over().is_empty());
-        r.route(GOOD, off(4), "3", 0);
+        route(&mut r, GOOD, off(4), "3");
         assert_eq!(
             summary(&r.hand_over()),
             [
@@ -284,18 +352,13 @@ mod tests {
     fn a_resumed_partition_filters_what_each_table_has() {
         // The clean table committed up to offset 10, the dead-letter table up to 5.
         let mut r = router(Some(off(10)), Some(off(5)));
-        let stored = PerTable {
-            clean: Some(off(10)),
-            dead_letter: Some(off(5)),
-        };
-        assert_eq!(resume(&stored), Resume::From(off(5)));
-        let one = PerTable {
-            clean: Some(off(10)),
-            dead_letter: None,
-        };
-        assert_eq!(resume(&one), Resume::Beginning);
+        assert_eq!(
+            resume(&stored(Some(off(10)), Some(off(5)), None), CLEANED),
+            Resume::From(off(5))
+        );
+        assert_eq!(resume(&stored(Some(off(10)), None, None), CLEANED), Resume::Beginning);
         let routed: Vec<Routed> = (5..12)
-            .map(|o| r.route(if o % 2 == 0 { GOOD } else { BAD }, off(o + 1), "x", 0))
+            .map(|o| route(&mut r, if o % 2 == 0 { GOOD } else { BAD }, off(o + 1), "x"))
             .collect();
         use Routed::*;
         // Offsets 5..=9 are below the clean position: only the dead letters among them
@@ -318,11 +381,11 @@ mod tests {
         // The dead-letter table is ahead (another table was behind when we resumed).
         let mut r = router(Some(off(2)), Some(off(8)));
         for o in 2..5 {
-            r.route(GOOD, off(o + 1), "x", 0);
+            route(&mut r, GOOD, off(o + 1), "x");
         }
         assert_eq!(summary(&r.hand_over()), [(TableRole::Clean, Some(off(2)), off(5), 3)]);
         for o in 5..9 {
-            r.route(BAD, off(o + 1), "x", 0);
+            route(&mut r, BAD, off(o + 1), "x");
         }
         // Up to 9: offsets 5..=7 are the dead-letter table's already; the clean table
         // moves to 9 with no rows.
@@ -337,30 +400,90 @@ mod tests {
     }
 
     #[test]
+    fn the_raw_table_gets_every_record_once() {
+        let key = SourceKey::new(SourceKind::Kafka, "t.user", "0");
+        // A new partition: every record to raw, and to its cleaned table.
+        let mut r = Router::new(Kind::User, key.clone(), PerTable::default(), ALL, MAX);
+        for (o, raw) in [GOOD, BAD, GOOD].iter().enumerate() {
+            let meta = RecordMeta {
+                key: Some(b"k"),
+                timestamp_us: Some(1),
+            };
+            r.route(raw, meta, off(o as i64 + 1), "x", 0);
+        }
+        assert_eq!(
+            summary(&r.hand_over()),
+            [
+                (TableRole::Clean, None, off(3), 2),
+                (TableRole::DeadLetter, None, off(3), 1),
+                (TableRole::Raw, None, off(3), 3)
+            ]
+        );
+        // The raw table behind the others (a crash between their commits): the re-read
+        // records go to raw only.
+        let behind = stored(Some(off(3)), Some(off(3)), Some(off(1)));
+        assert_eq!(resume(&behind, ALL), Resume::From(off(1)));
+        let mut r = Router::new(Kind::User, key.clone(), behind, ALL, MAX);
+        assert_eq!(route(&mut r, BAD, off(2), "1"), Routed::Covered);
+        assert_eq!(route(&mut r, GOOD, off(3), "2"), Routed::Covered);
+        assert_eq!(route(&mut r, GOOD, off(4), "3"), Routed::Clean);
+        assert_eq!(
+            summary(&r.hand_over()),
+            [
+                (TableRole::Clean, Some(off(3)), off(4), 1),
+                (TableRole::DeadLetter, Some(off(3)), off(4), 0),
+                (TableRole::Raw, Some(off(1)), off(4), 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_raw_table_starts_where_the_clean_tables_are() {
+        let key = SourceKey::new(SourceKind::Kafka, "t.user", "0");
+        // Tables from before the raw layer: clean at 10, dead letters at 8, no raw table.
+        let old = stored(Some(off(10)), Some(off(8)), None);
+        assert_eq!(resume(&old, ALL), Resume::From(off(8)));
+        let mut r = Router::new(Kind::User, key, old, ALL, MAX);
+        for o in 8..12 {
+            route(&mut r, GOOD, off(o + 1), "x");
+        }
+        // Offset 8 (mark 9) is past the dead letters' 8 but the raw table starts there:
+        // records 8..=11 all go to raw, from a table that holds nothing yet.
+        let a = summary(&r.hand_over());
+        assert_eq!(a[2], (TableRole::Raw, None, off(12), 4));
+        assert_eq!(a[0], (TableRole::Clean, Some(off(10)), off(12), 2));
+        // Nothing at all yet: the raw table is new like the others.
+        assert_eq!(resume(&PerTable::default(), ALL), Resume::New);
+        // The clean tables deleted (to rebuild them), the raw table kept: read it all again.
+        assert_eq!(resume(&stored(None, None, Some(off(4))), ALL), Resume::Beginning);
+    }
+
+    #[test]
     fn kinesis_sequence_numbers_and_batch_lines() {
         let seq = |s: &str| Position::Sequence(s.into());
         let key = SourceKey::new(SourceKind::Kinesis, "streaming-x-user", "shardId-000000000000");
-        let stored = PerTable {
-            clean: Some(seq("49590338271490256608559692538361571095921575989136588898")),
-            dead_letter: None,
-        };
-        let mut r = Router::new(Kind::User, key, stored, MAX);
+        let at = stored(
+            Some(seq("49590338271490256608559692538361571095921575989136588898")),
+            None,
+            None,
+        );
+        let mut r = Router::new(Kind::User, key, at, CLEANED, MAX);
         // The stored number itself is covered (Kinesis stores the last one committed).
         assert_eq!(
-            r.route(
+            route(
+                &mut r,
                 GOOD,
                 seq("49590338271490256608559692538361571095921575989136588898"),
-                "s",
-                0
+                "s"
             ),
             Routed::Covered
         );
         assert_eq!(
-            r.route(
+            route(
+                &mut r,
                 GOOD,
                 seq("49590338271490256608559692538361571095921575989136588899"),
-                "s",
-                0
+                "s"
             ),
             Routed::Clean
         );
@@ -368,17 +491,9 @@ mod tests {
 
         // Batch: lines consumed; blank lines at the end still move the position.
         let key = SourceKey::new(SourceKind::Batch, "t.user", "topics/t.user/partition=0/t.user+0+0.json");
-        let mut r = Router::new(
-            Kind::User,
-            key,
-            PerTable {
-                clean: Some(off(1)),
-                dead_letter: Some(off(1)),
-            },
-            MAX,
-        );
-        assert_eq!(r.route(GOOD, off(1), "1", 0), Routed::Covered);
-        assert_eq!(r.route(BAD, off(2), "2", 0), Routed::DeadLetter);
+        let mut r = Router::new(Kind::User, key, stored(Some(off(1)), Some(off(1)), None), CLEANED, MAX);
+        assert_eq!(route(&mut r, GOOD, off(1), "1"), Routed::Covered);
+        assert_eq!(route(&mut r, BAD, off(2), "2"), Routed::DeadLetter);
         r.skip_to(off(4));
         assert_eq!(
             summary(&r.hand_over()),
@@ -392,7 +507,7 @@ mod tests {
     #[test]
     fn lineage_comes_from_the_key() {
         let mut r = router(None, None);
-        r.route(GOOD, off(8), "7", 42);
+        r.route(GOOD, RecordMeta::default(), off(8), "7", 42);
         let (_, a) = r.hand_over().remove(0);
         let b = a.batch.unwrap();
         let col = |name: &str| {

@@ -142,6 +142,25 @@ listen = "{metrics}"
         n
     }
 
+    /// All rows of the three raw tables, by table name (missing tables are empty). The
+    /// partition column is not in the files; each row gets `ingest_date` from its file's
+    /// partition folder.
+    pub fn raw_rows(&self) -> TableRows {
+        let mut out = TableRows::new();
+        for kind in Kind::ALL {
+            let name = format!("{kind}_raw");
+            let path = self.tables.join(&name);
+            let rows = if path.join("_delta_log").is_dir() {
+                let url = url::Url::from_directory_path(&path).unwrap().to_string();
+                pinpipe::block_on(super::rows::read_table(&url, HashMap::new()))
+            } else {
+                Vec::new()
+            };
+            out.insert(name, rows);
+        }
+        out
+    }
+
     /// Total rows over all six tables.
     pub fn total(&self) -> usize {
         self.rows().values().map(Vec::len).sum()

@@ -65,6 +65,13 @@ pub async fn read_table(url: &str, options: HashMap<String, String>) -> Vec<Map<
     let mut out = Vec::new();
     let files: Vec<String> = snapshot.log_data().iter().map(|f| f.path().to_string()).collect();
     for f in files {
+        // A partitioned table's files sit in `<column>=<value>` folders; the column is
+        // not inside the file.
+        let partition: Vec<(String, String)> = f
+            .split('/')
+            .filter_map(|part| part.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let bytes = store
             .get(&object_store::path::Path::from(f))
             .await
@@ -76,7 +83,11 @@ pub async fn read_table(url: &str, options: HashMap<String, String>) -> Vec<Map<
         for b in reader {
             let b = b.unwrap();
             for i in 0..b.num_rows() {
-                out.push(row(&b, i));
+                let mut r = row(&b, i);
+                for (k, v) in &partition {
+                    r.insert(k.clone(), Value::String(v.clone()));
+                }
+                out.push(r);
             }
         }
     }

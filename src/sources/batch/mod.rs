@@ -23,7 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub use input::{kind_of_topic, split_records, Input};
 
-use crate::clean::Kind;
+use crate::clean::{Kind, RecordMeta};
 use crate::sink::{
     Append, Position, Positions, RowCounts, SourceKey, SourceKind, TableRole, TablesConfig, WriterError, Writers,
 };
@@ -112,7 +112,7 @@ impl BatchSummary {
         };
         format!(
             "batch: {} objects, {} records ({:.1} MB) in {:.2}s ({:.0} records/s); rows {}; dead letters {}; \
-             already present {}; objects skipped (outside the layout) {}",
+             raw {}; already present {}; objects skipped (outside the layout) {}",
             self.objects,
             self.records,
             self.input_bytes as f64 / 1e6,
@@ -120,6 +120,7 @@ impl BatchSummary {
             rate,
             RowCounts(&self.rows).clean(),
             self.dead_letters(),
+            RowCounts(&self.rows).raw(),
             self.skipped,
             self.skipped_objects
         )
@@ -234,7 +235,7 @@ async fn process(
 ) -> Result<ObjectResult, BatchError> {
     let key = SourceKey::new(SourceKind::Batch, o.stream.clone(), o.key.clone());
     let at = stored.of(o.kind, &key);
-    let router = Router::new(o.kind, key, at, opts.max_record_bytes);
+    let router = Router::new(o.kind, key, at, writers.roles(), opts.max_record_bytes);
     let bytes = input.read(o).await?;
     let batch_rows = opts.batch_rows;
     // Routing is CPU work: off the async threads.
@@ -284,7 +285,8 @@ fn route_object(mut router: Router, bytes: &[u8], batch_rows: usize) -> ObjectRo
         last_line = *line;
         count += 1;
         // A batch position is the number of lines consumed: a line's mark is its number.
-        let routed = router.route(raw, Position::Offset(*line), line_text.format(*line), now);
+        let meta = RecordMeta::default();
+        let routed = router.route(raw, meta, Position::Offset(*line), line_text.format(*line), now);
         covered += u64::from(routed == Routed::Covered);
         if router.buffered() >= batch_rows {
             hand_overs.push(router.hand_over());

@@ -28,7 +28,7 @@ use super::partition::{Drain, PartitionActor};
 use crate::clean::Kind;
 use crate::metrics::{Health, SourceMetrics};
 use crate::shutdown::Shutdown;
-use crate::sink::{PerTable, Position, SourceKey, SourceKind, WriterError, Writers};
+use crate::sink::{PerTable, Position, SourceKey, SourceKind, TableRole, WriterError, Writers};
 use crate::sources::partition::{resume, Resume};
 
 pub(super) type TopicPartition = (String, i32);
@@ -93,7 +93,7 @@ impl GroupContext {
         match self.stored(&list(tpl)) {
             Ok(assigned) => {
                 for ((topic, partition), stored) in &assigned {
-                    let start = start_offset(stored, self.latest_when_new);
+                    let start = start_offset(stored, self.writers.roles(), self.latest_when_new);
                     if let Err(e) = tpl.set_partition_offset(topic, *partition, start) {
                         tracing::warn!(%topic, partition, error = %e, "setting the start offset failed");
                     }
@@ -155,10 +155,10 @@ pub(super) fn list(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
         .collect()
 }
 
-/// Where a partition starts: the lower of its tables' positions; from the beginning when a
-/// table has none, or the end when neither has one and `auto_offset_reset = "latest"`.
-pub(super) fn start_offset(stored: &PerTable<Option<Position>>, latest_when_new: bool) -> Offset {
-    match resume(stored) {
+/// Where a partition starts: the lowest of its tables' positions; from the beginning when
+/// a table has none, or the end when none has one and `auto_offset_reset = "latest"`.
+pub(super) fn start_offset(stored: &PerTable<Option<Position>>, roles: &[TableRole], latest_when_new: bool) -> Offset {
+    match resume(stored, roles) {
         Resume::From(Position::Offset(o)) => Offset::Offset(o),
         Resume::New if latest_when_new => Offset::End,
         _ => Offset::Beginning,
@@ -252,10 +252,17 @@ mod tests {
         let p = |clean: Option<i64>, dead: Option<i64>| PerTable {
             clean: clean.map(Position::Offset),
             dead_letter: dead.map(Position::Offset),
+            raw: None,
         };
-        assert_eq!(start_offset(&p(Some(10), Some(4)), false), Offset::Offset(4));
-        assert_eq!(start_offset(&p(Some(10), None), true), Offset::Beginning);
-        assert_eq!(start_offset(&p(None, None), false), Offset::Beginning);
-        assert_eq!(start_offset(&p(None, None), true), Offset::End);
+        let roles = &TableRole::CLEANED;
+        assert_eq!(start_offset(&p(Some(10), Some(4)), roles, false), Offset::Offset(4));
+        assert_eq!(start_offset(&p(Some(10), None), roles, true), Offset::Beginning);
+        assert_eq!(start_offset(&p(None, None), roles, false), Offset::Beginning);
+        assert_eq!(start_offset(&p(None, None), roles, true), Offset::End);
+        // A raw table added to old tables starts where they are.
+        assert_eq!(
+            start_offset(&p(Some(10), Some(4)), &TableRole::ALL, false),
+            Offset::Offset(4)
+        );
     }
 }

@@ -38,7 +38,7 @@ use crate::shutdown::{GraceExceeded, Shutdown};
 use crate::sink::{PerTable, Position, SourceKey, SourceKind, WriterError};
 use crate::sources::SourceRun;
 use group::{error_code, start_offset, GroupContext, GroupEvent, TopicPartition};
-use partition::{Drain, PartitionEnv, Records};
+use partition::{Drain, FetchedRecord, PartitionEnv, Records};
 
 /// The `source` label of this source's metrics and lineage.
 const SOURCE: &str = "kafka";
@@ -54,7 +54,7 @@ pub enum KafkaSourceError {
     GraceExceeded(#[from] GraceExceeded),
 }
 
-type Fetched = HashMap<TopicPartition, Vec<(i64, Option<Vec<u8>>)>>;
+type Fetched = HashMap<TopicPartition, Vec<FetchedRecord>>;
 
 /// Consumes the configured topics until shutdown is triggered, then hands everything
 /// over, commits and leaves the group, all within the shutdown's grace period.
@@ -291,10 +291,16 @@ impl Dispatcher<'_> {
 }
 
 fn push(batch: &mut Fetched, m: &BorrowedMessage<'_>) {
+    let record = FetchedRecord {
+        offset: m.offset(),
+        payload: m.payload().map(<[u8]>::to_vec),
+        key: m.key().map(<[u8]>::to_vec),
+        timestamp_ms: m.timestamp().to_millis(),
+    };
     batch
         .entry((m.topic().to_string(), m.partition()))
         .or_default()
-        .push((m.offset(), m.payload().map(<[u8]>::to_vec)));
+        .push(record);
 }
 
 /// Stores the tables' positions as the group's offsets (for lag tools), and sets the lag
@@ -313,7 +319,7 @@ async fn commit_positions(consumer: &StreamConsumer<GroupContext>) {
             continue;
         };
         let key = SourceKey::new(SourceKind::Kafka, e.topic(), e.partition().to_string());
-        let position = match start_offset(&stored.of(kind, &key), false) {
+        let position = match start_offset(&stored.of(kind, &key), group.writers.roles(), false) {
             Offset::Offset(o) => {
                 let _ = tpl.add_partition_offset(e.topic(), e.partition(), Offset::Offset(o));
                 Some(o)

@@ -10,15 +10,23 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::actors::Shared;
-use crate::clean::Kind;
+use crate::clean::{Kind, RecordMeta};
 use crate::metrics::PartitionMetrics;
 use crate::sink::{PerTable, Position, SourceKey, SourceKind, WriterError, Writers};
 use crate::sources::partition::{Router, RunStats};
 
-/// Records of one partition, in offset order: (offset, payload).
+/// A message as fetched: what the tables keep of it.
+pub(super) struct FetchedRecord {
+    pub offset: i64,
+    pub payload: Option<Vec<u8>>,
+    pub key: Option<Vec<u8>>,
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Records of one partition, in offset order.
 #[derive(Message)]
 #[rtype(result = "Result<(), WriterError>")]
-pub(super) struct Records(pub Vec<(i64, Option<Vec<u8>>)>);
+pub(super) struct Records(pub Vec<FetchedRecord>);
 
 /// Hand everything buffered to the writers now.
 #[derive(Message)]
@@ -45,16 +53,22 @@ struct PartitionState {
 }
 
 impl PartitionState {
-    fn ingest(&mut self, records: Vec<(i64, Option<Vec<u8>>)>) {
+    fn ingest(&mut self, records: Vec<FetchedRecord>) {
         let now = chrono::Utc::now().timestamp_micros();
         let (mut n, mut bytes) = (0u64, 0u64);
-        for (offset, payload) in records {
-            let raw = payload.as_deref().unwrap_or(b"");
+        for r in records {
+            let raw = r.payload.as_deref().unwrap_or(b"");
             n += 1;
             bytes += raw.len() as u64;
+            let meta = RecordMeta {
+                key: r.key.as_deref(),
+                timestamp_us: r.timestamp_ms.map(|ms| ms * 1000),
+            };
             // A Kafka record's mark is the next offset: what the table stores once it is in.
-            let position = self.offset_text.format(offset);
-            let routed = self.router.route(raw, Position::Offset(offset + 1), position, now);
+            let position = self.offset_text.format(r.offset);
+            let routed = self
+                .router
+                .route(raw, meta, Position::Offset(r.offset + 1), position, now);
             self.env.stats.count(routed);
         }
         self.metrics.consumed(n, bytes);
@@ -92,7 +106,7 @@ impl PartitionActor {
         tracing::info!(%topic, partition, ?stored, "partition actor started");
         let key = SourceKey::new(SourceKind::Kafka, topic, partition.to_string());
         let state = PartitionState {
-            router: Router::new(kind, key, stored, env.max_record_bytes),
+            router: Router::new(kind, key, stored, env.writers.roles(), env.max_record_bytes),
             env,
             metrics,
             since: None,

@@ -34,7 +34,7 @@ use super::client::{classify, is_throttle, CallError};
 use super::KinesisConfig;
 use crate::actors::Shared;
 use crate::backoff::Backoff;
-use crate::clean::Kind;
+use crate::clean::{Kind, RecordMeta};
 use crate::metrics::{KinesisMetrics, PartitionMetrics, SourceMetrics};
 use crate::shutdown::Shutdown;
 use crate::sink::{PerTable, Position, SourceKey, SourceKind, WriterError, Writers};
@@ -162,7 +162,13 @@ impl ShardActor {
         let key = SourceKey::new(SourceKind::Kinesis, &spec.stream, &spec.shard);
         let cfg = &env.cfg;
         let state = ShardState {
-            router: Router::new(spec.kind, key, spec.stored.clone(), env.max_record_bytes),
+            router: Router::new(
+                spec.kind,
+                key,
+                spec.stored.clone(),
+                env.writers.roles(),
+                env.max_record_bytes,
+            ),
             metrics: env.source.partition(&spec.stream, &spec.shard),
             behind: KinesisMetrics.behind(&spec.stream, &spec.shard),
             backoff: Backoff::new(
@@ -261,7 +267,7 @@ impl ShardState {
         if let Some(seq) = &self.last_seq {
             return (ShardIteratorType::AfterSequenceNumber, Some(seq.clone()));
         }
-        match resume(&self.spec.stored) {
+        match resume(&self.spec.stored, self.env.writers.roles()) {
             Resume::From(Position::Sequence(low)) => (ShardIteratorType::AfterSequenceNumber, Some(low)),
             Resume::New if self.env.cfg.initial_position == "latest" && !self.spec.has_parent => {
                 (ShardIteratorType::Latest, None)
@@ -398,8 +404,17 @@ impl ShardState {
             let seq = r.sequence_number();
             let raw = r.data().as_ref();
             bytes += raw.len() as u64;
+            let meta = RecordMeta {
+                key: r.partition_key().map(str::as_bytes),
+                timestamp_us: r
+                    .approximate_arrival_timestamp()
+                    .and_then(|t| t.to_millis().ok())
+                    .map(|ms| ms * 1000),
+            };
             // Kinesis positions are the last sequence number a table holds.
-            let routed = self.router.route(raw, Position::Sequence(seq.to_string()), seq, now);
+            let routed = self
+                .router
+                .route(raw, meta, Position::Sequence(seq.to_string()), seq, now);
             self.env.stats.count(routed);
         }
         self.last_seq = Some(last.sequence_number().to_string());
