@@ -140,7 +140,7 @@ const FILE_CASES: &[(&str, &[&str])] = &[
     ("[gateway]\nworkers = 0\n", &["gateway.workers"]),
     ("[raw]\nlocation = \"gs://bucket/raw\"\n", &["raw.location"]),
     ("[raw]\nretention_days = -1\n", &["retention_days"]),
-    ("[raw]\nenabled = \"yes\"\n", &["enabled"]),
+    ("[raw]\nenabled = \"maybe\"\n", &["enabled"]),
     ("[raw]\nretention = 7\n", &["retention"]),
 ];
 

@@ -96,7 +96,17 @@ fn prometheus_runs_every_dashboard_and_rule_query_against_a_live_run() {
     );
     setup.wait_rows(records.len(), Duration::from_secs(90), &mut [&mut run]);
     let n = records.len() as f64;
-    prom.wait_for("sum(pinpipe_rows_committed_total)", Duration::from_secs(30), |v| v == n);
+    // Every record once in a clean or dead-letter table, and once in its raw table.
+    prom.wait_for(
+        r#"sum(pinpipe_rows_committed_total{table!~".+_raw"})"#,
+        Duration::from_secs(30),
+        |v| v == n,
+    );
+    prom.wait_for(
+        r#"sum(pinpipe_rows_committed_total{table=~".+_raw"})"#,
+        Duration::from_secs(30),
+        |v| v == n,
+    );
     prom.wait_for("sum(pinpipe_records_consumed_total)", Duration::from_secs(10), |v| {
         v == n
     });

@@ -593,5 +593,24 @@ impl Coordinator {
             }
             self.forget(key);
         }
+        // A round dropped at the trigger may have written a lease to us before it started
+        // the actor: nothing was read from it, so it is written free too.
+        let keys: Vec<Key> = self.shards.keys().cloned().collect();
+        let reads = futures::future::join_all(keys.iter().map(|k| self.leases.read(&k.0, &k.1))).await;
+        for (key, read) in keys.iter().zip(reads) {
+            if let Ok(Some((lease, tag))) = read {
+                if lease.owner.as_deref() == Some(self.me.as_str()) {
+                    let free = Lease {
+                        owner: None,
+                        counter: lease.counter + 1,
+                        steal_for: None,
+                        ..lease
+                    };
+                    if let Some(Written::Ok(_)) = self.write(key, &free, Some(&tag)).await {
+                        tracing::info!(stream = %key.0, shard = %key.1, "shard released (taken as the stop came)");
+                    }
+                }
+            }
+        }
     }
 }
