@@ -1,15 +1,19 @@
 //! The running writers of a process: one [`TableWriter`] actor per table, a clean and a
-//! dead-letter table per kind.
+//! dead-letter table per kind, and each table's [`Stall`] (readable without asking the
+//! writer, which is busy retrying then): the sources stop handing a stalled kind's rows
+//! over, and readiness names the stalled tables.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use actix::Addr;
 
 use super::writer::{Checkpoints, CommitObserver, Flush, Stats, TableWriter};
 use super::{
-    FlushOutcome, PerTable, Position, SourceKey, TableRole, TableSink, TablesConfig, WriterConfig, WriterError,
+    FlushOutcome, PerTable, Position, SourceKey, Stall, TableRole, TableSink, TablesConfig, WriterConfig, WriterError,
 };
 use crate::clean::Kind;
+use crate::metrics::Readiness;
 
 /// The positions stored in the tables of every kind, as of their newest versions.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +29,7 @@ impl Positions {
 /// The running writers.
 pub struct Writers {
     addrs: HashMap<Kind, PerTable<Addr<TableWriter>>>,
+    stalls: HashMap<Kind, PerTable<Arc<Stall>>>,
 }
 
 impl Writers {
@@ -37,16 +42,29 @@ impl Writers {
         on_commit: Option<CommitObserver>,
     ) -> Result<Self, WriterError> {
         let mut addrs = HashMap::new();
+        let mut stalls = HashMap::new();
         for &kind in kinds {
             let mut started = Vec::new();
+            let mut kind_stalls = Vec::new();
             for role in TableRole::ALL {
                 let sink = TableSink::open(tables, &role.table_name(kind), role.schema(kind), cfg.clone()).await?;
+                kind_stalls.push(sink.stall());
                 started.push(TableWriter::start_on_arbiter(sink, on_commit.clone()));
             }
             let [clean, dead_letter]: [Addr<TableWriter>; 2] = started.try_into().expect("one writer per role");
             addrs.insert(kind, PerTable { clean, dead_letter });
+            let [clean, dead_letter]: [Arc<Stall>; 2] = kind_stalls.try_into().expect("one stall per role");
+            stalls.insert(kind, PerTable { clean, dead_letter });
         }
-        Ok(Self { addrs })
+        Ok(Self { addrs, stalls })
+    }
+
+    /// Whether a table of `kind` is stalled: its sources stop handing rows over until it
+    /// recovers (the other kinds go on).
+    pub fn stalled(&self, kind: Kind) -> bool {
+        self.stalls
+            .get(&kind)
+            .is_some_and(|t| t.iter().any(|(_, s)| s.is_stalled()))
     }
 
     /// The writer of `kind`'s `role` table.
@@ -83,6 +101,15 @@ impl Writers {
         Ok(out)
     }
 
+    /// Flushes the tables of `kind` (in parallel).
+    pub async fn flush_kind(&self, kind: Kind) -> Result<(), WriterError> {
+        let sends = TableRole::ALL.map(|role| self.get(kind, role).send(Flush));
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|_| WriterError::Stopped)??;
+        }
+        Ok(())
+    }
+
     /// Rows committed so far per table name.
     pub async fn stats(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
@@ -90,6 +117,20 @@ impl Writers {
             let s = a.send(Stats).await.unwrap_or_default();
             out.insert(role.table_name(kind), s.rows_committed);
         }
+        out
+    }
+}
+
+impl Readiness for Writers {
+    /// `table pin: commits stopped for 42 s: <error>` per stalled table.
+    fn not_ready(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .stalls
+            .iter()
+            .flat_map(|(kind, t)| t.iter().map(move |(role, s)| (role.table_name(*kind), s)))
+            .filter_map(|(name, s)| Some(format!("table {name}: {}", s.reason()?)))
+            .collect();
+        out.sort();
         out
     }
 }
