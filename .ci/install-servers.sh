@@ -11,6 +11,7 @@
 #                kinesalite (npm) in $TOOLS/npm        -> PINPIPE_KINESALITE
 #   Prometheus:  Debian's prometheus, promtool, linked into $TOOLS/bin -> PINPIPE_PROMETHEUS, PINPIPE_PROMTOOL
 #   k8s checks:  kubernetes-validate, check-jsonschema, kubectl in $TOOLS/ops-venv -> PINPIPE_OPS_BIN
+#   Clock skew:  Debian's libfaketime (LD_PRELOAD for one `pinpipe run`) -> PINPIPE_LIBFAKETIME
 #   Kafka:       nothing to install: librdkafka's mock cluster runs inside the tests
 #
 # At the end it prints one NAME=path line per tool, the variables the test harness
@@ -146,6 +147,19 @@ if ! { [ -f "$OPS_STAMP" ] && [ "$(cat "$OPS_STAMP")" = "$OPS_SPEC" ] && "$OPS/b
 fi
 
 # ----------------------------------------------------------------------------------------
+# libfaketime (Debian): tests/kinesis.rs gives one `pinpipe run` a wall clock minutes off,
+# then makes it jump (LD_PRELOAD with FAKETIME_TIMESTAMP_FILE), to show that shard leases
+# never depend on wall clocks. The test finds Debian's path itself; without the package it
+# says SKIPPED.
+# ----------------------------------------------------------------------------------------
+faketime_lib() { { ls /usr/lib/*/faketime/libfaketimeMT.so.1 2>/dev/null || true; } | head -n 1; }
+if [ -z "$(faketime_lib)" ]; then
+  apt_install libfaketime
+fi
+FAKETIME_LIB=$(faketime_lib)
+[ -n "$FAKETIME_LIB" ] || { log "libfaketime installed but libfaketimeMT.so.1 not found"; exit 1; }
+
+# ----------------------------------------------------------------------------------------
 # Kafka-protocol broker: librdkafka's mock cluster (rdkafka::mocking::MockCluster), hosted by
 # the test process; nothing to install. tansu 0.6.0 (crates.io, TESTING.md's first choice)
 # was tried on 2026-11-25 and is not used:
@@ -164,3 +178,4 @@ echo "PINPIPE_KINESALITE=$NPM_DIR/node_modules/kinesalite/index.js"
 echo "PINPIPE_PROMETHEUS=$TOOLS/bin/prometheus"
 echo "PINPIPE_PROMTOOL=$TOOLS/bin/promtool"
 echo "PINPIPE_OPS_BIN=$OPS/bin"
+echo "PINPIPE_LIBFAKETIME=$FAKETIME_LIB"
