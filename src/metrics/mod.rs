@@ -166,7 +166,7 @@ impl Metrics {
             flush_failures: counter(
                 &r,
                 "pinpipe_flush_failures_total",
-                "Flushes that gave up after writer.commit_attempts",
+                "Stalls: flushes that failed writer.commit_attempts times in a row, or met a schema another tool changed",
                 &["table"],
             ),
             flush_duration: histogram(
