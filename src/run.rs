@@ -112,6 +112,8 @@ pub(crate) async fn run_with(
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let writers = Arc::new(cfg.writers().await?);
+    // A stalled table makes the process not ready, naming the table and the error.
+    health.watch(writers.clone());
     health.set_tables_open();
     let shutdown = Shutdown::new(cfg.grace());
     let bar = progress_bar(opts.progress);

@@ -743,3 +743,648 @@ fn sigterm_while_the_store_stalls_exits_within_the_grace() {
     );
     check_s3_tables(&s3, sent);
 }
+
+// ---------------------------------------------------------------------------------------
+// 4. The long haul (issue 27): a local disk that fills up and turns read-only, a foreign
+//    writer changing a table's schema. Both end with every record exactly once.
+// ---------------------------------------------------------------------------------------
+
+/// A tmpfs mounted by the test (as root) at a folder; unmounted on drop.
+struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`32m`) at `dir`; `None`, said on stderr, where mount(8) is
+    /// not permitted (not root, no CAP_SYS_ADMIN).
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs { dir: dir.to_path_buf() }),
+            Ok(o) => {
+                let said = String::from_utf8_lossy(&o.stderr);
+                eprintln!(
+                    "SKIPPED: mount -t tmpfs was refused ({}); this test needs root",
+                    said.trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: mount(8) could not run ({e}); this test needs root and util-linux");
+                None
+            }
+        }
+    }
+
+    /// `mount -o remount,<how>`; a read-only remount is refused while a file is open for
+    /// writing, so it is tried again (bounded).
+    fn remount(&self, how: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let o = Command::new("mount")
+                .args(["-o", &format!("remount,{how}")])
+                .arg(&self.dir)
+                .output()
+                .unwrap();
+            if o.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "remount,{how}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            std::thread::sleep(ms(50));
+        }
+    }
+
+    /// Fills the file system with one file; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// User plus system CPU seconds of a live process, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// `/readyz` of a process: (status, body).
+fn readyz(port: u16) -> (u16, String) {
+    support::http::http(port, "GET", "/readyz", &[], b"").unwrap_or((0, String::new()))
+}
+
+/// Waits (bounded) until `ok` holds for the metrics `p` serves on `port`.
+fn wait_metrics(p: &mut Proc, port: u16, what: &str, within: Duration, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = scrape(port);
+        if ok(&text) {
+            return text;
+        }
+        assert_alive(std::slice::from_mut(p), what);
+        assert!(Instant::now() < deadline, "no {what} within {within:?}:\n{}", p.tail());
+        std::thread::sleep(ms(200));
+    }
+}
+
+/// What a stalled process looks like from outside, measured over a window.
+struct Blocked {
+    cpu: f64,
+    /// Lines pinpipe logged itself, and the lines of everything else (deltalake,
+    /// object_store, the panic hook) in the process's output.
+    own_lines: usize,
+    other_lines: usize,
+    /// Flush attempts retried in the window (`pinpipe_flush_retries_total`).
+    retries: f64,
+    rows_before: usize,
+    rows_after: usize,
+}
+
+/// While `p` is blocked: its CPU time, the lines it logs, its retried flushes and the rows
+/// in the tables over `window` (it must neither spin nor crash-loop nor commit).
+fn measure_blocked(setup: &Setup, p: &mut Proc, port: u16, window: Duration) -> Blocked {
+    let pid = p.child.id();
+    let own = |log: &str| log.lines().filter(|l| l.contains(" pinpipe::")).count();
+    let (cpu0, log0, rows_before) = (cpu_seconds(pid), p.log_text(), setup.count());
+    let retries0 = metric_sum(&scrape(port), "pinpipe_flush_retries_total");
+    std::thread::sleep(window);
+    assert_alive(std::slice::from_mut(p), "the stall");
+    let log = p.log_text();
+    let own_lines = own(&log) - own(&log0);
+    Blocked {
+        cpu: cpu_seconds(pid) - cpu0,
+        own_lines,
+        other_lines: log.lines().count() - log0.lines().count() - own_lines,
+        retries: metric_sum(&scrape(port), "pinpipe_flush_retries_total") - retries0,
+        rows_before,
+        rows_after: setup.count(),
+    }
+}
+
+/// One disk fault: `sent` records are waiting while `p`'s tables cannot be written. The
+/// table stalls (metric, readiness, one log line naming `cause`), the process stays up
+/// without spinning and commits nothing; after `fix` every record lands.
+fn disk_fault(setup: &Setup, p: &mut Proc, port: u16, sent: usize, cause: &str, fix: impl FnOnce()) {
+    let t = Instant::now();
+    wait_metrics(p, port, "stalled table", Duration::from_secs(60), |m| {
+        metric_sum(m, "pinpipe_table_stalled") >= 1.0
+    });
+    let stalled_after = t.elapsed();
+    let (code, why) = readyz(port);
+    assert_eq!(code, 503, "a stalled process is not ready: {why}");
+    assert!(why.contains("commits stopped") && why.contains(cause), "/readyz: {why}");
+    let log = p.log_text();
+    assert!(
+        log.contains("table stalled") && log.contains(cause),
+        "no error line naming {cause:?}:\n{}",
+        p.tail()
+    );
+    // The other tables stall too as their flushes come due; then it is quiet.
+    std::thread::sleep(ms(3_000));
+    let b = measure_blocked(setup, p, port, Duration::from_secs(5));
+    eprintln!(
+        "{cause}: stalled after {stalled_after:?}; over 5 s blocked: {:.2} CPU s, {} retried flushes, \
+         {} pinpipe log lines and {} from its libraries, rows {} -> {}",
+        b.cpu, b.retries, b.own_lines, b.other_lines, b.rows_before, b.rows_after
+    );
+    assert!(b.cpu < 1.0, "{:.2} CPU seconds in 5 s while blocked: spinning", b.cpu);
+    // Each table retries 1 s, 2 s, 4 s ... apart (at most about 3 times each in 5 s).
+    assert!(b.retries <= 24.0, "{} retried flushes in 5 s: no backoff", b.retries);
+    // pinpipe says a stall once (then once a minute). What its libraries say comes with a
+    // retry (each failed Parquet upload: deltalake's warning, and the panic message of
+    // object_store's `BufWriter::abort`, which deltalake catches on purpose; about 4 lines),
+    // so it thins out with the backoff.
+    assert!(
+        b.own_lines <= 3,
+        "{} pinpipe log lines in 5 s while blocked:\n{}",
+        b.own_lines,
+        p.tail()
+    );
+    assert!(
+        b.other_lines as f64 <= 6.0 * b.retries,
+        "{} library log lines for {} retries:\n{}",
+        b.other_lines,
+        b.retries,
+        p.tail()
+    );
+    assert_eq!(b.rows_before, b.rows_after, "nothing can be committed while blocked");
+    assert!(b.rows_after < sent, "the records sent during the fault are not all in");
+    fix();
+    wait_until_rows(sent, Duration::from_secs(90), ms(500), std::slice::from_mut(p), || {
+        setup.count()
+    });
+    wait_metrics(p, port, "recovery", Duration::from_secs(30), |m| {
+        metric_sum(m, "pinpipe_table_stalled") == 0.0
+    });
+    assert_eq!(readyz(port).0, 200, "ready again once the tables recovered");
+    assert!(p.log_text().contains("table recovered"), "{}", p.tail());
+}
+
+/// Issue 27, item 2: the tables' folder is a small tmpfs; it fills up, then turns
+/// read-only, while records arrive. `pinpipe run` stalls the tables (rows kept, sources
+/// paused) instead of exiting, says so on its metrics, readiness and log, does not spin,
+/// and once the space returns commits every record exactly once without a restart.
+#[test]
+fn local_disk_fills_up_and_turns_read_only_then_exactly_once() {
+    let _serial = serial();
+    let seed = seed();
+    let broker = Broker::start(1);
+    broker.create_topics("df", 3);
+    let port = free_port();
+    let toml = support::kafka::kafka_toml(&broker, "df");
+    let setup = Setup::with_source("df", 2000, &format!("127.0.0.1:{port}"), &toml);
+    let Some(disk) = Tmpfs::mount(&setup.tables, "48m") else {
+        return;
+    };
+    // Three quick attempts, then the stall (the default ten take about 16 s).
+    let env = [
+        ("PINPIPE__WRITER__COMMIT_ATTEMPTS", "3".to_string()),
+        ("PINPIPE_LOG", "warn,pinpipe=info".to_string()),
+        // A caught panic's message stays two lines (the count below assumes it).
+        ("RUST_BACKTRACE", "0".to_string()),
+    ];
+    let mut p = setup.spawn_env("run", &["run", "--no-progress"], &env);
+    let mut sent = broker.produce(&emulated("df", 1000, 3, seed)).len();
+    wait_until_rows(
+        sent,
+        Duration::from_secs(60),
+        ms(300),
+        std::slice::from_mut(&mut p),
+        || setup.count(),
+    );
+    let pid = p.child.id();
+
+    let filler = disk.fill();
+    sent += broker.produce(&emulated("df", 1000, 3, seed + 1)).len();
+    disk_fault(&setup, &mut p, port, sent, "No space left on device", || {
+        std::fs::remove_file(&filler).unwrap()
+    });
+
+    disk.remount("ro");
+    sent += broker.produce(&emulated("df", 1000, 3, seed + 2)).len();
+    disk_fault(&setup, &mut p, port, sent, "Read-only file system", || {
+        disk.remount("rw")
+    });
+
+    let text = scrape(port);
+    assert!(metric_sum(&text, "pinpipe_flush_failures_total") >= 2.0, "{text}");
+    assert!(metric_sum(&text, "pinpipe_flush_retries_total") >= 2.0, "{text}");
+    assert_eq!(p.child.id(), pid);
+    assert!(
+        !p.log_text().contains("partitions revoked"),
+        "positions kept: no restart, no rebalance"
+    );
+    settle_and_check(&setup, sent, &mut [p], "kafka", Duration::from_secs(60));
+    drop(disk);
+}
+
+/// Rows of one table from the Delta log's statistics; 0 before it exists.
+fn table_count(setup: &Setup, name: &str) -> usize {
+    let path = setup.tables.join(name);
+    if !path.join("_delta_log").is_dir() {
+        return 0;
+    }
+    let url = url::Url::from_directory_path(&path).unwrap();
+    pinpipe::block_on_tokio(async {
+        let t = deltalake::open_table(url).await.expect("table opens");
+        let files = t.snapshot().expect("snapshot").log_data();
+        files.iter().map(|f| f.num_records().unwrap_or(0)).sum()
+    })
+}
+
+/// What the foreign writer does to a pinpipe table.
+#[derive(Debug, Clone, Copy)]
+enum Foreign {
+    /// ALTER TABLE ADD COLUMN: a metadata-only commit.
+    AddColumn,
+    /// An overwrite whose files give `follower_count` another type (schema overwritten).
+    Retype,
+    /// An append of files with an extra column (schema merged).
+    MergeFiles,
+}
+
+/// One row of `schema`: nulls where allowed, placeholders in the rest.
+fn foreign_row(schema: arrow_schema::SchemaRef) -> arrow_array::RecordBatch {
+    use arrow_array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow_schema::DataType;
+    let cols: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| -> ArrayRef {
+            match f.data_type() {
+                _ if f.is_nullable() => arrow_array::new_null_array(f.data_type(), 1),
+                DataType::Utf8 => Arc::new(StringArray::from(vec!["foreign"])),
+                DataType::Int64 => Arc::new(Int64Array::from(vec![-1])),
+                DataType::Timestamp(_, tz) => {
+                    Arc::new(TimestampMicrosecondArray::from(vec![0]).with_timezone_opt(tz.clone()))
+                }
+                other => panic!("no placeholder for {other}"),
+            }
+        })
+        .collect();
+    arrow_array::RecordBatch::try_new(schema, cols).unwrap()
+}
+
+/// `pin`'s schema with `name` turned into `to` (or added, when absent).
+fn pin_schema_with(name: &str, to: arrow_schema::DataType) -> arrow_schema::SchemaRef {
+    use arrow_schema::{Field, Schema};
+    let base = pinpipe::clean::schema(Kind::Pin);
+    let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+    match fields.iter_mut().find(|f| f.name() == name) {
+        Some(f) => *f = Field::new(name, to, true),
+        None => fields.push(Field::new(name, to, true)),
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// Another tool (deltalake, as a Python or Spark job would be) changes table `path`; returns
+/// the version it committed. Retried: it races pinpipe's own commits.
+fn foreign_write(path: &std::path::Path, what: Foreign) -> u64 {
+    use arrow_schema::DataType as Arrow;
+    use deltalake::kernel::{DataType, StructField};
+    use deltalake::operations::write::SchemaMode;
+    use deltalake::protocol::SaveMode;
+    let url = url::Url::from_directory_path(path).unwrap();
+    for attempt in 0.. {
+        let r = pinpipe::block_on_tokio(async {
+            let t = deltalake::open_table(url.clone()).await?;
+            let t = match what {
+                Foreign::AddColumn => {
+                    let f = StructField::new("foreign_flag", DataType::BOOLEAN, true);
+                    t.add_columns().with_fields([f]).await?
+                }
+                Foreign::Retype => {
+                    let batch = foreign_row(pin_schema_with("follower_count", Arrow::Utf8));
+                    let w = t.write([batch]).with_save_mode(SaveMode::Overwrite);
+                    w.with_schema_mode(SchemaMode::Overwrite).await?
+                }
+                Foreign::MergeFiles => {
+                    let batch = foreign_row(pin_schema_with("foreign_note", Arrow::Utf8));
+                    let w = t.write([batch]).with_save_mode(SaveMode::Append);
+                    w.with_schema_mode(SchemaMode::Merge).await?
+                }
+            };
+            Ok::<u64, deltalake::DeltaTableError>(t.version().expect("a version"))
+        });
+        match r {
+            Ok(v) => return v,
+            Err(e) if attempt < 10 => eprintln!("foreign {what:?} lost a race ({e}); again"),
+            Err(e) => panic!("foreign {what:?}: {e}"),
+        }
+    }
+    unreachable!()
+}
+
+/// What an operator does about it: RESTORE the table to `version` (pinpipe's schema and
+/// files back; the positions in the log are untouched).
+fn restore(path: &std::path::Path, version: u64) {
+    let url = url::Url::from_directory_path(path).unwrap();
+    for attempt in 0.. {
+        let r = pinpipe::block_on_tokio(async {
+            let t = deltalake::open_table(url.clone()).await?;
+            t.restore().with_version_to_restore(version).await.map(|_| ())
+        });
+        match r {
+            Ok(()) => return,
+            Err(e) if attempt < 10 => eprintln!("restore lost a race ({e}); again"),
+            Err(e) => panic!("restore to {version}: {e}"),
+        }
+    }
+}
+
+/// Issue 27, item 3: another tool changes the `pin` table's schema three ways (a column
+/// added; a column's type changed by an overwrite; files with an extra column appended)
+/// while records of all kinds arrive. Each time pinpipe stops committing to `pin` with an
+/// error naming the table and the difference, stops reading pin records (no loss), keeps
+/// geo and user going, and says so on /readyz and `pinpipe_table_stalled`; after the
+/// operator restores the table, every record is in exactly once.
+#[test]
+fn a_foreign_writer_changes_a_tables_schema_then_exactly_once() {
+    let _serial = serial();
+    let seed = seed();
+    let broker = Broker::start(1);
+    broker.create_topics("fw", 3);
+    let port = free_port();
+    let toml = support::kafka::kafka_toml(&broker, "fw");
+    let setup = Setup::with_source("fw", 2000, &format!("127.0.0.1:{port}"), &toml);
+    let env = [("PINPIPE_LOG", "warn,pinpipe=info".to_string())];
+    let mut p = setup.spawn_env("run", &["run", "--no-progress"], &env);
+    let mut sent = broker.produce(&emulated("fw", 500, 3, seed)).len();
+    wait_until_rows(
+        sent,
+        Duration::from_secs(60),
+        ms(300),
+        std::slice::from_mut(&mut p),
+        || setup.count(),
+    );
+    let pin = setup.tables.join("pin");
+    let cases = [
+        (Foreign::AddColumn, "column foreign_flag (boolean) added"),
+        (Foreign::Retype, "column follower_count is string, pinpipe writes long"),
+        (Foreign::MergeFiles, "column foreign_note (string) added"),
+    ];
+    for (i, (what, difference)) in cases.into_iter().enumerate() {
+        let version = foreign_write(&pin, what);
+        let others = |s: &Setup| -> usize {
+            ["geo", "geo_dead_letter", "user", "user_dead_letter"]
+                .iter()
+                .map(|t| table_count(s, t))
+                .sum()
+        };
+        let others_before = others(&setup);
+        let records = emulated("fw", 500, 3, seed + 1 + i as u64);
+        let other_records = records.iter().filter(|(t, _, _)| !t.ends_with(".pin")).count();
+        sent += broker.produce(&records).len();
+        let text = wait_metrics(&mut p, port, "pin stalled", Duration::from_secs(30), |m| {
+            m.contains("pinpipe_table_stalled{table=\"pin\"} 1")
+        });
+        let (code, why) = readyz(port);
+        assert_eq!(code, 503, "{what:?}: {why}");
+        assert!(
+            why.contains("table pin: commits stopped") && why.contains(difference),
+            "{what:?}: /readyz {why}"
+        );
+        assert!(
+            p.log_text().contains(difference),
+            "{what:?}: no log line with {difference:?}:\n{}",
+            p.tail()
+        );
+        // The other kinds go on: all their records are in while pin waits.
+        wait_until_rows(
+            others_before + other_records,
+            Duration::from_secs(60),
+            ms(300),
+            std::slice::from_mut(&mut p),
+            || others(&setup),
+        );
+        let v = deltalake_version(&pin);
+        assert_eq!(
+            v, version,
+            "{what:?}: pinpipe committed to pin after the foreign change"
+        );
+        assert!(
+            metric_sum(&text, "pinpipe_flush_failures_total") >= (i + 1) as f64,
+            "{text}"
+        );
+        eprintln!("{what:?}: pin stalled at version {version} ({difference}); geo and user went on");
+        restore(&pin, version - 1);
+        wait_until_rows(
+            sent,
+            Duration::from_secs(90),
+            ms(500),
+            std::slice::from_mut(&mut p),
+            || setup.count(),
+        );
+        wait_metrics(&mut p, port, "pin recovered", Duration::from_secs(30), |m| {
+            m.contains("pinpipe_table_stalled{table=\"pin\"} 0")
+        });
+        assert_eq!(readyz(port).0, 200);
+    }
+    settle_and_check(&setup, sent, &mut [p], "kafka", Duration::from_secs(60));
+}
+
+/// The newest version of the table at `path`.
+fn deltalake_version(path: &std::path::Path) -> u64 {
+    let url = url::Url::from_directory_path(path).unwrap();
+    pinpipe::block_on_tokio(async { deltalake::open_table(url).await.unwrap().version().expect("a version") })
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Damaged logs (issue 27, item 4)
+// ---------------------------------------------------------------------------------------
+
+/// Every file under `dir` with its size: what "nothing written" compares.
+fn listing(dir: &std::path::Path) -> BTreeMap<std::path::PathBuf, u64> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                todo.push(e.path());
+            } else {
+                out.insert(e.path(), m.len());
+            }
+        }
+    }
+    out
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a {} {}", from.display(), to.display());
+}
+
+/// A damage done to `pin`'s log (folder `log`), and the words the error must contain.
+type Damage = fn(&std::path::Path) -> String;
+
+/// The newest commit file of a log and its version.
+fn newest_commit(log: &std::path::Path) -> (std::path::PathBuf, u64) {
+    let newest = listing(log)
+        .into_keys()
+        .filter_map(|p| {
+            let v = p.file_name()?.to_str()?.strip_suffix(".json")?.parse::<u64>().ok()?;
+            Some((p, v))
+        })
+        .max_by_key(|(_, v)| *v)
+        .unwrap();
+    let checkpoint = log.join(format!("{:020}.checkpoint.parquet", newest.1));
+    assert!(!checkpoint.exists(), "the newest commit must be after the checkpoint");
+    newest
+}
+
+fn truncate_newest_commit(log: &std::path::Path) -> String {
+    let (path, v) = newest_commit(log);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    format!("damaged Delta log: version {v} (")
+}
+
+fn garble_newest_commit(log: &std::path::Path) -> String {
+    let (path, v) = newest_commit(log);
+    std::fs::write(&path, "{\"commitInfo\":{}}\nthis is not JSON\n").unwrap();
+    format!("damaged Delta log: version {v} (")
+}
+
+fn remove_the_checkpoint(log: &std::path::Path) -> String {
+    let last: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(log.join("_last_checkpoint")).unwrap()).unwrap();
+    let v = last["version"].as_u64().unwrap();
+    std::fs::remove_file(log.join(format!("{v:020}.checkpoint.parquet"))).unwrap();
+    format!("names the checkpoint of version {v}, but")
+}
+
+/// Issue 27, item 4: `pin`'s Delta log is damaged three ways (its newest commit truncated,
+/// a commit that is not JSON, `_last_checkpoint` naming a checkpoint that is gone).
+/// `pinpipe batch` and `pinpipe run` each fail with an error naming the table, the version
+/// and the file, do not panic, and write nothing to any table.
+#[test]
+fn damaged_delta_logs_are_clear_errors_and_nothing_is_written() {
+    let broker = Broker::start(1);
+    broker.create_topics("dl", 3);
+    let setup = support::kafka::setup(&broker, "dl", 300);
+    let quiet = ("RUST_BACKTRACE", "0".to_string());
+    let raw = |name: &str| setup.dir.path().join(name).to_string_lossy().into_owned();
+    for (out, prefix, seed) in [(raw("raw1"), "first", "1"), (raw("raw2"), "second", "2")] {
+        let args = [
+            "emulate",
+            "--count",
+            "1000",
+            "--seed",
+            seed,
+            "--out",
+            &out,
+            "--no-progress",
+        ];
+        let e = [("PINPIPE__EMULATE__TOPIC_PREFIX", prefix.to_string())];
+        let mut e = setup.spawn_env(&format!("emulate-{prefix}"), &args, &e);
+        assert!(e.child.wait().unwrap().success(), "{}", e.tail());
+    }
+    let batch = |name: &str, input: &str| {
+        let e = [("PINPIPE__TABLES__CHECKPOINT_INTERVAL", "3".to_string()), quiet.clone()];
+        let mut b = setup.spawn_env(name, &["batch", "--input", input, "--no-progress"], &e);
+        let status = b.child.wait().unwrap();
+        (status, b.log_text())
+    };
+    std::fs::create_dir_all(&setup.tables).unwrap();
+    let (status, log) = batch("batch-first", &raw("raw1"));
+    assert!(status.success(), "{log}");
+    let good = setup.dir.path().join("good");
+    copy_dir(&setup.tables, &good);
+    broker.produce(&emulated("dl", 300, 3, 7));
+    let damages: [(&str, Damage); 3] = [
+        ("a truncated commit", truncate_newest_commit),
+        ("a commit that is not JSON", garble_newest_commit),
+        ("a checkpoint that is gone", remove_the_checkpoint),
+    ];
+    for (what, damage) in damages {
+        copy_dir(&good, &setup.tables);
+        let said = damage(&setup.tables.join("pin/_delta_log"));
+        let before = listing(&setup.tables);
+        let (status, log) = batch("batch", &raw("raw2"));
+        assert!(!status.success(), "{what}: batch succeeded:\n{log}");
+        let run = run_until_exit(&setup, Duration::from_secs(60));
+        for (cmd, (status, log)) in [("batch", (status, log)), ("run", run)] {
+            assert!(!status.success(), "{what}: {cmd} succeeded:\n{log}");
+            assert!(!log.contains("panicked"), "{what}: {cmd} panicked:\n{log}");
+            let error = log
+                .lines()
+                .find(|l| l.starts_with("pinpipe: error:"))
+                .unwrap_or_default();
+            assert!(
+                error.contains("table pin: ") && error.contains(&said),
+                "{what}: {cmd} said {error:?}, not {said:?}:\n{log}"
+            );
+            eprintln!("{what}: {cmd}: {error}");
+        }
+        assert_eq!(listing(&setup.tables), before, "{what}: something was written");
+    }
+}
+
+/// `pinpipe run` until it exits on its own (bounded): its status and log.
+fn run_until_exit(setup: &Setup, within: Duration) -> (std::process::ExitStatus, String) {
+    let mut p = setup.spawn_env("run", &["run", "--no-progress"], &[("RUST_BACKTRACE", "0".to_string())]);
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = p.child.try_wait().unwrap() {
+            return (status, p.log_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run did not exit within {within:?}:\n{}",
+            p.tail()
+        );
+        std::thread::sleep(ms(100));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. The soak's quick mode (issue 27, item 1)
+// ---------------------------------------------------------------------------------------
+
+/// `benches/soak --quick --check`: 3 minutes at 3 000 records/s through the mock broker
+/// with `pinpipe maintain` every minute; exactly once, the lag back to 0 once the producer
+/// stops and within a few flushes' worth while it runs, RSS after the warm-up within
+/// +50 %. About 3.5 minutes, past CI's budget for new tests, hence ignored. Needs Python 3
+/// (the script makes its virtualenv under $PINPIPE_TOOLS on first use).
+#[test]
+#[ignore = "3.5 min: the soak's quick mode (benches/soak --quick --check)"]
+fn soak_quick_mode_within_bounds() {
+    let _serial = serial();
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/soak"))
+        .args(["--quick", "--check", "--bin", BIN, "--out"])
+        .arg(out.path())
+        .status()
+        .unwrap();
+    let summary = std::fs::read_to_string(out.path().join("summary.json")).unwrap_or_default();
+    assert!(status.success(), "the soak's quick mode broke its bounds:\n{summary}");
+}

@@ -1,7 +1,8 @@
 //! The Kinesis source against a real Kinesis API server (kinesis-local, started by the
 //! harness on 127.0.0.1): exactly-once across SIGKILL, leases shared and taken over by two
 //! processes with no two readers of a shard at once, splits and merges mid-run with children
-//! after parents, and throttling that slows the reader without loss.
+//! after parents, throttling that slows the reader without loss, and a process whose wall
+//! clock is minutes off and then jumps (libfaketime) still never sharing a shard.
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use support::kinesis::{emulate, run, setup, streams, KinesisServer};
+use support::kinesis::{emulate, run, setup, streams, KinesisServer, LOG};
 use support::proc::{assert_unique_lineage_from, metric_sum, scrape, Proc, Setup};
 use support::proxy::{aws_json_error, FaultProxy};
 
@@ -360,5 +361,163 @@ fn a_missing_stream_is_a_clear_error() {
     assert!(
         log.contains("kinesis stream streaming-absent-") && log.contains("ResourceNotFoundException"),
         "{log}"
+    );
+}
+
+/// libfaketime's multithreaded build (Debian's `libfaketime`, which
+/// `.ci/install-servers.sh` installs), or `PINPIPE_LIBFAKETIME`; `None` where it is absent.
+fn libfaketime() -> Option<std::path::PathBuf> {
+    let given = std::env::var_os("PINPIPE_LIBFAKETIME").map(std::path::PathBuf::from);
+    let debian = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|a| std::path::PathBuf::from(format!("/usr/lib/{a}/faketime/libfaketimeMT.so.1")));
+    given.into_iter().chain(debian).find(|p| p.is_file())
+}
+
+/// `pinpipe run` whose wall clock is off by what `clock` says (libfaketime's offset syntax,
+/// `-5m`), read again every second so the test can make it jump. The monotonic clock is
+/// left alone: a wall clock is what NTP steps and what differs between machines.
+fn run_skewed(s: &Setup, name: &str, faketime: &std::path::Path, clock: &std::path::Path) -> Proc {
+    s.spawn_env(
+        name,
+        &["run", "--no-progress"],
+        &[
+            ("PINPIPE_LOG", LOG.to_string()),
+            ("PINPIPE__KINESIS__WORKER_ID", name.to_string()),
+            ("LD_PRELOAD", faketime.display().to_string()),
+            ("FAKETIME_TIMESTAMP_FILE", clock.display().to_string()),
+            ("FAKETIME_CACHE_DURATION", "1".to_string()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+        ],
+    )
+}
+
+/// No shard read by two processes at once, over every pair of interval lists.
+fn assert_no_overlap(named: &[(&str, &[Interval])]) {
+    for (i, (na, ia)) in named.iter().enumerate() {
+        for (nb, ib) in &named[i + 1..] {
+            for (ka, sa, ea) in ia.iter() {
+                for (_, sb, eb) in ib.iter().filter(|(kb, _, _)| kb == ka) {
+                    assert!(
+                        ea <= sb || eb <= sa,
+                        "{ka:?} read by {na} {sa}..{ea} and by {nb} {sb}..{eb} at once"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Issue 27, item 5: process `b`'s wall clock is 5 minutes behind the others', then jumps
+/// 12 minutes forward mid-run (as an NTP step would). Leases expire on each process's own
+/// monotonic clock, so: the shards still split evenly, `b` hands shards over cleanly to a
+/// third process after its jump and at its SIGTERM, no shard is ever read by two processes
+/// at once (intervals from the logs, `b`'s put back on the true clock), and every record is
+/// in exactly once.
+#[test]
+fn skewed_and_jumping_wall_clocks_never_make_two_owners() {
+    let Some(faketime) = libfaketime() else {
+        eprintln!("SKIPPED: libfaketime not installed (apt-get install libfaketime, or run .ci/install-servers.sh)");
+        return;
+    };
+    let server = KinesisServer::start();
+    let s = setup(&server.endpoint(), "skew", "127.0.0.1:0");
+    for stream in streams("skew") {
+        server.create_stream(&stream, 4);
+    }
+    emulate(&s, 1000, 1);
+    let clock = s.dir.path().join("b.faketime");
+    std::fs::write(&clock, "-5m").unwrap();
+    let mut a = run(&s, "a", "a");
+    let mut b = run_skewed(&s, "b", &faketime, &clock);
+    wait_for("an even split", Duration::from_secs(60), &mut [&mut a, &mut b], || {
+        owned_by(&s) == BTreeMap::from([("a".to_string(), 6), ("b".to_string(), 6)])
+    });
+    emulate(&s, 1000, 2);
+    let jump = Utc::now();
+    std::fs::write(&clock, "+7m").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let mut c = run(&s, "c", "c");
+    wait_for(
+        "three owners",
+        Duration::from_secs(60),
+        &mut [&mut a, &mut b, &mut c],
+        || owned_by(&s).values().copied().collect::<Vec<_>>() == [4, 4, 4],
+    );
+    emulate(&s, 1000, 3);
+    assert!(b.terminate(Duration::from_secs(20)).success(), "{}", b.tail());
+    let b_end = Utc::now();
+    // Its leases go on to the others: freed at its exit, or (one asked for meanwhile)
+    // expired and taken.
+    wait_for(
+        "b's leases taken over",
+        Duration::from_secs(30),
+        &mut [&mut a, &mut c],
+        || !owned_by(&s).contains_key("b"),
+    );
+    exactly(&s, 9000, &mut [&mut a, &mut c]);
+    for p in [&mut a, &mut c] {
+        assert!(p.terminate(Duration::from_secs(20)).success(), "{}", p.tail());
+    }
+    let end = Utc::now();
+    // b's log is on its own clock: 5 minutes behind before the jump, 7 ahead after.
+    let unskew = |t: DateTime<Utc>| {
+        if t < jump {
+            t + chrono::Duration::minutes(5)
+        } else {
+            t - chrono::Duration::minutes(7)
+        }
+    };
+    let b_log = b.log_text();
+    let ib: Vec<Interval> = reading_intervals(&b_log, b_end + chrono::Duration::minutes(7))
+        .into_iter()
+        .map(|(k, s, e)| (k, unskew(s), unskew(e)))
+        .collect();
+    let (ia, ic) = (
+        reading_intervals(&a.log_text(), end),
+        reading_intervals(&c.log_text(), end),
+    );
+    assert!(
+        ib.len() >= 6 && !ic.is_empty(),
+        "b read {} shards, c {}",
+        ib.len(),
+        ic.len()
+    );
+    assert_no_overlap(&[("a", &ia), ("b", &ib), ("c", &ic)]);
+    // b handed shards over after its jump (to c, asked for them) and at its SIGTERM.
+    let after_jump =
+        |l: &&str| DateTime::parse_from_rfc3339(l.split_whitespace().next().unwrap_or("")).is_ok_and(|t| t > jump);
+    let handed: Vec<&str> = b_log
+        .lines()
+        .filter(|l| l.contains("shard handed over"))
+        .filter(after_jump)
+        .collect();
+    assert!(
+        !handed.is_empty(),
+        "b handed nothing over after its clock jumped:\n{}",
+        b.tail()
+    );
+    let events = |log: &str| -> Vec<(&'static str, usize)> {
+        [
+            "shard lease taken",
+            "asked for shard",
+            "shard handed over",
+            "shard lease lost",
+            "expired before renewal",
+        ]
+        .into_iter()
+        .map(|e| (e, log.matches(e).count()))
+        .collect()
+    };
+    eprintln!(
+        "skewed clocks: b -5m then +7m; {} hand-overs by b after the jump; reading intervals a {}, b {}, c {}: \
+         no overlap; lease events a {:?}, b {:?}, c {:?}",
+        handed.len(),
+        ia.len(),
+        ib.len(),
+        ic.len(),
+        events(&a.log_text()),
+        events(&b_log),
+        events(&c.log_text())
     );
 }

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub written_bytes: IntCounterVec,
     pub written_files: IntCounterVec,
     pub buffered_rows: IntGaugeVec,
+    /// `table`: 1 while the table is stalled (its flushes keep failing; rows kept).
+    pub table_stalled: IntGaugeVec,
     /// `source`, `stream`, `partition`.
     pub partition_lag: IntGaugeVec,
     /// The sum of this process's partition lags: the autoscaling signal.
@@ -164,7 +166,7 @@ impl Metrics {
             flush_failures: counter(
                 &r,
                 "pinpipe_flush_failures_total",
-                "Flushes that gave up after writer.commit_attempts",
+                "Stalls: flushes that failed writer.commit_attempts times in a row, or met a schema another tool changed",
                 &["table"],
             ),
             flush_duration: histogram(
@@ -185,6 +187,13 @@ impl Metrics {
                 &r,
                 "pinpipe_buffered_rows",
                 "Rows buffered in a writer, not committed yet",
+                &["table"],
+            ),
+            table_stalled: gauge(
+                &r,
+                "pinpipe_table_stalled",
+                "1 while a table is stalled: its flushes failed writer.commit_attempts times in a row (or its \
+                 schema was changed by another tool); rows are kept, the kind's sources pause, /readyz says why",
                 &["table"],
             ),
             partition_lag: gauge(
@@ -280,6 +289,7 @@ impl Metrics {
             c.with_label_values(&[table]);
         }
         self.buffered_rows.with_label_values(&[table]).set(0);
+        self.table_stalled.with_label_values(&[table]).set(0);
         self.flush_duration.with_label_values(&[table]);
         self.commit_duration.with_label_values(&[table]);
     }
@@ -310,6 +320,7 @@ impl Metrics {
             written_bytes: self.written_bytes.with_label_values(&[table]),
             written_files: self.written_files.with_label_values(&[table]),
             buffered_rows: self.buffered_rows.with_label_values(&[table]),
+            stalled: self.table_stalled.with_label_values(&[table]),
         }
     }
 
@@ -337,6 +348,7 @@ pub struct TableMetrics {
     pub written_bytes: IntCounter,
     pub written_files: IntCounter,
     pub buffered_rows: IntGauge,
+    pub stalled: IntGauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);

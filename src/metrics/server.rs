@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -58,12 +58,14 @@ pub enum MetricsError {
 }
 
 /// What `/readyz` reports: ready once the tables are open and the group assigned this
-/// process its partitions (possibly none), until shutdown starts.
-#[derive(Debug, Default)]
+/// process its partitions (possibly none), until shutdown starts, and while nothing it
+/// watches (the table writers: a stalled table) says otherwise.
+#[derive(Default)]
 pub struct Health {
     tables_open: AtomicBool,
     assigned: AtomicBool,
     stopping: AtomicBool,
+    watched: Mutex<Vec<Arc<dyn Readiness>>>,
 }
 
 impl Health {
@@ -84,6 +86,11 @@ impl Health {
     pub fn set_stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);
         self.publish();
+    }
+
+    /// Adds what `r` says to the reasons for not being ready.
+    pub fn watch(&self, r: Arc<dyn Readiness>) {
+        self.watched.lock().expect("lock").push(r);
     }
 
     /// Why the process is not ready; empty when it is.
@@ -127,11 +134,18 @@ pub trait Readiness: Send + Sync + 'static {
 
 impl Readiness for Health {
     fn not_ready(&self) -> Vec<String> {
-        Health::not_ready(self).into_iter().map(str::to_string).collect()
+        let mut why: Vec<String> = Health::not_ready(self).into_iter().map(str::to_string).collect();
+        for r in self.watched.lock().expect("lock").iter() {
+            why.extend(r.not_ready());
+        }
+        why
     }
 }
 
-async fn render() -> HttpResponse {
+async fn render(ready: web::Data<Arc<dyn Readiness>>) -> HttpResponse {
+    // Readiness can change without an event (a table stalls): the series follows /readyz
+    // as of this scrape.
+    metrics().ready.set(i64::from(ready.not_ready().is_empty()));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(metrics().render())
@@ -204,5 +218,22 @@ mod tests {
         assert!(h.not_ready().is_empty());
         h.set_stopping();
         assert_eq!(h.not_ready(), vec!["shutting down"]);
+    }
+
+    struct Stalled;
+    impl Readiness for Stalled {
+        fn not_ready(&self) -> Vec<String> {
+            vec!["table pin: commits stopped".into()]
+        }
+    }
+
+    #[test]
+    fn readiness_includes_what_it_watches() {
+        let h = Health::default();
+        h.set_tables_open();
+        h.set_assigned();
+        assert!(Readiness::not_ready(&h).is_empty());
+        h.watch(Arc::new(Stalled));
+        assert_eq!(Readiness::not_ready(&h), ["table pin: commits stopped"]);
     }
 }

@@ -23,8 +23,9 @@ pub struct WriterConfig {
     pub row_group_rows: usize,
     /// zstd level (1..=22).
     pub zstd_level: i32,
-    /// Attempts of one flush before its error is returned. Each attempt re-reads the
-    /// table's positions, writes the files if the set of keys changed, and commits.
+    /// Attempts of one flush before the table stalls (rows kept, retried every 1-30 s; see
+    /// `sink::table_sink`). Each attempt re-reads the table's positions, writes the files
+    /// if the set of keys changed, and commits.
     pub commit_attempts: u32,
     /// Inside one attempt, how often the Delta commit is retried on a newer table version
     /// when another writer committed first (Delta's conflict checker passed). Separate from

@@ -3,6 +3,7 @@
 //!
 //! - [`table`]: folder or S3 locations, storage options, create-on-first-use.
 //! - [`checkpoint`]: source positions encoded as Delta `txn` actions, and their replay.
+//! - [`damage`]: which file of a Delta log is damaged, once a table failed to load.
 //! - [`plan`]: the pure rules of a writer: which appends it accepts, and which buffered
 //!   keys a flush commits, finds committed already, or drops as fenced.
 //! - [`table_sink`]: one table's buffer, Parquet files and commit (the I/O around `plan`).
@@ -11,6 +12,7 @@
 
 pub mod checkpoint;
 mod config;
+pub mod damage;
 pub mod plan;
 pub mod table;
 pub mod table_sink;
@@ -26,7 +28,7 @@ use crate::clean::{dead_letter_schema, raw_schema, schema, Kind, RAW_PARTITION};
 pub use checkpoint::{Position, SourceKey, SourceKind};
 pub use config::{RawConfig, WriterConfig};
 pub use table::{TableError, TablesConfig};
-pub use table_sink::{FlushOutcome, SinkStats, TableSink, WriterError};
+pub use table_sink::{FlushOutcome, SinkStats, Stall, TableSink, WriterError};
 pub use writer::{Append, Checkpoints, CommitObserver, Flush, Stats, TableWriter};
 pub use writers::{Positions, Writers};
 

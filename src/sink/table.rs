@@ -18,6 +18,7 @@ use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::damage::damaged_log;
 use crate::validate::{ensure, invalid, Invalid};
 
 /// Storage settings of the tables (the `[tables]` config section).
@@ -75,8 +76,13 @@ pub enum TableError {
         #[source]
         source: DeltaTableError,
     },
-    #[error("table {table} exists with a different schema than pinpipe writes: {detail}")]
-    SchemaMismatch { table: String, detail: String },
+    #[error("table {table}: damaged Delta log: {detail} (loading it failed with: {source})")]
+    DamagedLog {
+        table: String,
+        detail: String,
+        #[source]
+        source: DeltaTableError,
+    },
 }
 
 /// A location opened as an object store: the raw input of `pinpipe batch`, the lease
@@ -215,17 +221,36 @@ impl TablesConfig {
         if url.scheme() == "file" && !url.to_file_path().is_ok_and(|p| p.join("_delta_log").is_dir()) {
             return Ok(None);
         }
-        let table = DeltaTable::try_from_url_with_storage_options(url, self.storage_options())
-            .await
-            .map_err(|source| TableError::Delta {
-                table: name.to_string(),
-                source,
-            })?;
+        let table = match DeltaTable::try_from_url_with_storage_options(url.clone(), self.storage_options()).await {
+            Ok(t) => t,
+            Err(source) => return Err(self.load_failed(name, &url, source).await),
+        };
         Ok(table.version().is_some().then_some(table))
     }
 
+    /// The error of a table that did not load: naming the damaged log file and its version
+    /// when that is the cause ([`damaged_log`]).
+    pub async fn load_failed(&self, name: &str, url: &Url, source: DeltaTableError) -> TableError {
+        let detail = match self.open_store(url.as_str()) {
+            Ok(at) => damaged_log(at.store.as_ref(), &at.prefix).await,
+            Err(_) => None,
+        };
+        match detail {
+            Some(detail) => TableError::DamagedLog {
+                table: name.to_string(),
+                detail,
+                source,
+            },
+            None => TableError::Delta {
+                table: name.to_string(),
+                source,
+            },
+        }
+    }
+
     /// Opens the table, creating it (with `schema`, partitioned by `partitions`) if it does
-    /// not exist yet.
+    /// not exist yet. An existing table's schema is checked by its writer ([`schema_diff`]),
+    /// not here.
     pub async fn open_or_create(
         &self,
         name: &str,
@@ -248,11 +273,11 @@ impl TablesConfig {
             table: name.to_string(),
             source,
         };
-        let table = DeltaTable::try_from_url_with_storage_options(url.clone(), self.storage_options())
-            .await
-            .map_err(delta)?;
+        let table = match DeltaTable::try_from_url_with_storage_options(url.clone(), self.storage_options()).await {
+            Ok(t) => t,
+            Err(source) => return Err(self.load_failed(name, &url, source).await),
+        };
         if table.version().is_some() {
-            check_schema(name, &table, schema)?;
             return Ok(table);
         }
         let fields: StructType = schema.as_ref().try_into_kernel().map_err(|e| delta(e.into()))?;
@@ -281,28 +306,40 @@ impl TablesConfig {
                 if table.version().is_none() {
                     return Err(delta(e));
                 }
-                check_schema(name, &table, schema)?;
                 Ok(table)
             }
         }
     }
 }
 
-fn check_schema(name: &str, table: &DeltaTable, schema: &SchemaRef) -> Result<(), TableError> {
-    let delta = |source| TableError::Delta {
-        table: name.to_string(),
-        source,
-    };
-    let snapshot = table.snapshot().map_err(delta)?;
-    let have: Vec<String> = snapshot.schema().fields().map(|f| f.name().to_string()).collect();
-    let want: Vec<String> = schema.fields().iter().map(|f| f.name().to_string()).collect();
-    if have != want {
-        return Err(TableError::SchemaMismatch {
-            table: name.to_string(),
-            detail: format!("columns {have:?}, expected {want:?}"),
-        });
+/// How a table's schema differs from the one pinpipe writes, one phrase per column (by
+/// name: type, nullability, added or missing); empty when they match. Column order is not
+/// compared: Delta resolves columns by name.
+pub fn schema_diff(table: &StructType, ours: &StructType) -> Vec<String> {
+    let null = |n: bool| if n { "nullable" } else { "not null" };
+    let mut out = Vec::new();
+    for f in table.fields() {
+        match ours.field(f.name()) {
+            None => out.push(format!("column {} ({}) added", f.name(), f.data_type())),
+            Some(o) if o.data_type() != f.data_type() => out.push(format!(
+                "column {} is {}, pinpipe writes {}",
+                f.name(),
+                f.data_type(),
+                o.data_type()
+            )),
+            Some(o) if o.is_nullable() != f.is_nullable() => out.push(format!(
+                "column {} is {}, pinpipe writes it {}",
+                f.name(),
+                null(f.is_nullable()),
+                null(o.is_nullable())
+            )),
+            Some(_) => {}
+        }
     }
-    Ok(())
+    for o in ours.fields().filter(|o| table.field(o.name()).is_none()) {
+        out.push(format!("column {} ({}) missing", o.name(), o.data_type()));
+    }
+    out
 }
 
 /// Parses a folder path or URL into a URL (relative folders are made absolute).
@@ -357,6 +394,36 @@ mod tests {
         let local = location_url("rel/dir").unwrap();
         assert_eq!(local.scheme(), "file");
         assert!(local.path().ends_with("/rel/dir/"));
+    }
+
+    #[test]
+    fn schema_diff_names_each_column_that_differs() {
+        use arrow_schema::{DataType, Field, Schema};
+        let kernel = |fields: Vec<Field>| -> StructType { (&Schema::new(fields)).try_into_kernel().unwrap() };
+        let ours = kernel(vec![
+            Field::new("ind", DataType::Int64, false),
+            Field::new("title", DataType::Utf8, true),
+        ]);
+        assert!(schema_diff(&ours, &ours).is_empty());
+        let added = kernel(vec![
+            Field::new("title", DataType::Utf8, true),
+            Field::new("ind", DataType::Int64, false),
+            Field::new("extra", DataType::Utf8, true),
+        ]);
+        assert_eq!(schema_diff(&added, &ours), ["column extra (string) added"]);
+        let retyped = kernel(vec![
+            Field::new("ind", DataType::Utf8, false),
+            Field::new("title", DataType::Utf8, false),
+        ]);
+        assert_eq!(
+            schema_diff(&retyped, &ours),
+            [
+                "column ind is string, pinpipe writes long",
+                "column title is not null, pinpipe writes it nullable"
+            ]
+        );
+        let dropped = kernel(vec![Field::new("ind", DataType::Int64, false)]);
+        assert_eq!(schema_diff(&dropped, &ours), ["column title (string) missing"]);
     }
 
     #[test]

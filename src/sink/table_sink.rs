@@ -6,22 +6,39 @@
 //! failed attempt (a store error, a stall past the request timeout) is retried whole after
 //! a backoff, re-reading the positions first, so an attempt whose commit landed although
 //! its answer was lost finds its keys committed instead of writing them twice.
+//!
+//! # A table that cannot be committed to
+//! After `writer.commit_attempts` failed attempts in a row (a full or read-only disk, a
+//! store refusing writes, a damaged log), or at once when the table's schema is no longer
+//! the one pinpipe writes (another tool changed it), the table is **stalled**: the process
+//! keeps running and keeps every buffered row, the flush is tried again once per pause
+//! (1 s doubling to 30 s) and the first success ends the stall. Nothing is dropped and
+//! nothing is skipped, so once the cause is gone every row is committed exactly once. While
+//! stalled, [`Stall`] tells the sources to stop handing this kind's rows over (they pause
+//! fetching: backpressure), readiness names the table and the error, and
+//! `pinpipe_table_stalled{table}` is 1. The log says it once when the stall starts, at
+//! most once a minute while it lasts, and once when it ends. Exiting instead would not
+//! help: a restarted process meets the same disk, schema or log, and a crash loop re-reads
+//! every partition of every kind each time.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Transaction};
+use deltalake::kernel::{Action, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use parquet::file::properties::WriterProperties;
 
 use super::checkpoint::{encode, CheckpointError, CheckpointIndex, Position, SourceKey};
+use super::damage::damaged_log;
 use super::plan::{self, Admit, FlushPlan, Range};
-use super::table::{TableError, TablesConfig};
+use super::table::{schema_diff, TableError, TablesConfig};
 use super::WriterConfig;
 use crate::backoff::Backoff;
 use crate::metrics::{metrics, TableMetrics};
@@ -58,9 +75,72 @@ pub enum WriterError {
     },
     #[error("table {table}: batch schema does not match the table")]
     Schema { table: String },
+    #[error("table {table}: its schema is not the one pinpipe writes ({detail}); another tool changed it")]
+    SchemaChanged { table: String, detail: String },
+    #[error("{error} (commits to {table} stopped after {attempts} failed attempts)")]
+    Stalled {
+        table: String,
+        attempts: u64,
+        error: String,
+    },
     #[error("table writer stopped")]
     Stopped,
 }
+
+impl WriterError {
+    /// Whether retrying at once may help (a store error, a conflict); a schema another tool
+    /// changed or a position that cannot be encoded stays until someone acts.
+    fn is_transient(&self) -> bool {
+        !matches!(
+            self,
+            WriterError::SchemaChanged { .. }
+                | WriterError::Table(TableError::DamagedLog { .. })
+                | WriterError::Checkpoint {
+                    source: CheckpointError::BadSequence(_),
+                    ..
+                }
+        )
+    }
+}
+
+/// A table's stall as the rest of the process sees it, without asking its writer: set
+/// while the table is stalled (since when, and the last error), clear otherwise.
+#[derive(Debug, Default)]
+pub struct Stall(Mutex<Option<(Instant, String)>>);
+
+impl Stall {
+    pub fn is_stalled(&self) -> bool {
+        self.0.lock().expect("lock").is_some()
+    }
+
+    /// `commits stopped for 42 s: <error>` while stalled.
+    pub fn reason(&self) -> Option<String> {
+        let s = self.0.lock().expect("lock");
+        s.as_ref()
+            .map(|(since, error)| format!("commits stopped for {} s: {error}", since.elapsed().as_secs()))
+    }
+
+    fn set(&self, state: Option<(Instant, String)>) {
+        *self.0.lock().expect("lock") = state;
+    }
+}
+
+/// The writer's side of a stall: when to try again and what to say.
+struct Stalled {
+    since: Instant,
+    error: String,
+    attempts: u64,
+    next_try: Instant,
+    backoff: Backoff,
+    /// When the last "still stalled" line was logged (one a minute at most).
+    logged: Instant,
+}
+
+/// Pauses between the attempts of a stalled table.
+const STALL_RETRY_MIN: Duration = Duration::from_secs(1);
+const STALL_RETRY_MAX: Duration = Duration::from_secs(30);
+/// How often a stall that goes on is logged again.
+const STALL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Rows buffered for one source key, and the range of positions they cover.
 struct Pending {
@@ -101,6 +181,8 @@ pub struct TableSink {
     name: String,
     table: DeltaTable,
     schema: SchemaRef,
+    /// `schema` as Delta types, compared with the table's before every commit.
+    kernel_schema: StructType,
     index: CheckpointIndex,
     cfg: WriterConfig,
     props: WriterProperties,
@@ -112,10 +194,13 @@ pub struct TableSink {
     oldest: Option<Instant>,
     stats: SinkStats,
     metrics: TableMetrics,
+    stalled: Option<Stalled>,
+    stall: Arc<Stall>,
 }
 
 impl TableSink {
-    /// Opens (or creates, partitioned by `partitions`) table `name` under `tables`.
+    /// Opens (or creates, partitioned by `partitions`) table `name` under `tables`. A table
+    /// whose schema another tool changed opens stalled (the other tables keep going).
     pub async fn open(
         tables: &TablesConfig,
         name: &str,
@@ -124,11 +209,16 @@ impl TableSink {
         cfg: WriterConfig,
     ) -> Result<Self, WriterError> {
         let table = tables.open_or_create(name, &schema, partitions).await?;
+        let kernel_schema: StructType = schema.as_ref().try_into_kernel().map_err(|e| WriterError::Delta {
+            table: name.to_string(),
+            source: e.into(),
+        })?;
         let props = cfg.writer_properties();
-        Ok(Self {
+        let mut sink = Self {
             name: name.to_string(),
             table,
             schema,
+            kernel_schema,
             index: CheckpointIndex::new(),
             cfg,
             props,
@@ -139,6 +229,34 @@ impl TableSink {
             oldest: None,
             stats: SinkStats::default(),
             metrics: metrics().table(name),
+            stalled: None,
+            stall: Arc::new(Stall::default()),
+        };
+        if let Err(e) = sink.check_schema() {
+            sink.stall_on(e, 1);
+        }
+        Ok(sink)
+    }
+
+    /// The table's stall, readable without asking the writer.
+    pub fn stall(&self) -> Arc<Stall> {
+        self.stall.clone()
+    }
+
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.is_some()
+    }
+
+    /// Fails when the table's schema (at the loaded version) is not the one we write.
+    fn check_schema(&self) -> Result<(), WriterError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.delta_err(e))?;
+        let diff = schema_diff(snapshot.schema().as_ref(), &self.kernel_schema);
+        if diff.is_empty() {
+            return Ok(());
+        }
+        Err(WriterError::SchemaChanged {
+            table: self.name.clone(),
+            detail: diff.join("; "),
         })
     }
 
@@ -173,10 +291,19 @@ impl TableSink {
 
     /// Loads the newest table version and brings the position index up to it.
     async fn refresh(&mut self) -> Result<i64, WriterError> {
-        self.table
-            .update_incremental(None)
-            .await
-            .map_err(|e| self.delta_err(e))?;
+        if let Err(source) = self.table.update_incremental(None).await {
+            let store = self.table.log_store().object_store(None);
+            return Err(
+                match damaged_log(store.as_ref(), &object_store::path::Path::from("")).await {
+                    Some(detail) => WriterError::Table(TableError::DamagedLog {
+                        table: self.name.clone(),
+                        detail,
+                        source,
+                    }),
+                    None => self.delta_err(source),
+                },
+            );
+        }
         let version = self.table.version().map_or(-1, |v| v as i64);
         let store = self.table.log_store().object_store(None);
         let advanced = match self.index.advance(store.as_ref(), version).await {
@@ -250,6 +377,10 @@ impl TableSink {
         }
         self.oldest.get_or_insert_with(Instant::now);
         self.metrics.buffered_rows.set(self.rows as i64);
+        if self.stalled.is_some() {
+            // Kept: they are committed once the stall ends. The caller should stop sending.
+            return Err(self.stalled_error());
+        }
         Ok(())
     }
 
@@ -265,9 +396,22 @@ impl TableSink {
     }
 
     /// Writes and commits everything buffered (see [`super::plan`] for the per-key rules),
-    /// retrying a failed attempt up to `writer.commit_attempts` times.
+    /// retrying a failed attempt up to `writer.commit_attempts` times; then the table is
+    /// stalled (see the module docs) and each call makes at most one attempt per pause.
     pub async fn flush(&mut self) -> Result<FlushOutcome, WriterError> {
         let mut outcome = FlushOutcome::default();
+        if let Some(s) = &self.stalled {
+            if Instant::now() < s.next_try {
+                return Err(self.stalled_error());
+            }
+            if self.pending.is_empty() {
+                // Nothing to commit: see whether the cause is gone (a schema put back).
+                return match self.probe().await {
+                    Ok(()) => Ok(outcome),
+                    Err(e) => Err(self.stall_on(e, 1)),
+                };
+            }
+        }
         if self.pending.is_empty() {
             return Ok(outcome);
         }
@@ -275,26 +419,90 @@ impl TableSink {
         let mut written: Written = None;
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         loop {
-            match self.try_flush(&mut written, &mut outcome).await {
+            let e = match self.try_flush(&mut written, &mut outcome).await {
                 Ok(()) => break,
-                Err(e) if backoff.attempts() + 1 >= self.cfg.commit_attempts => {
-                    self.metrics.flush_failures.inc();
-                    return Err(e);
-                }
-                Err(e) => {
-                    self.metrics.flush_retries.inc();
-                    let attempt = backoff.attempts() + 1;
-                    tracing::warn!(table = %self.name, attempt, error = %e, "flush failed; re-checking positions and retrying");
-                    tokio::time::sleep(backoff.next_pause()).await;
-                }
+                Err(e) => e,
+            };
+            let attempts = backoff.attempts() + 1;
+            if self.stalled.is_some() || !e.is_transient() || attempts >= self.cfg.commit_attempts {
+                return Err(self.stall_on(e, attempts));
             }
+            self.metrics.flush_retries.inc();
+            tracing::warn!(table = %self.name, attempt = attempts, error = %e, "flush failed; re-checking positions and retrying");
+            tokio::time::sleep(backoff.next_pause()).await;
         }
+        self.recover();
         self.recount();
         if outcome.version.is_some() {
             self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
         }
         tracing::debug!(table = %self.name, rows = outcome.rows, ms = started.elapsed().as_millis() as u64, "flushed");
         Ok(outcome)
+    }
+
+    /// A stalled table with nothing buffered: the newest version, and its schema.
+    async fn probe(&mut self) -> Result<(), WriterError> {
+        self.refresh().await?;
+        self.check_schema()?;
+        self.recover();
+        Ok(())
+    }
+
+    /// Records a failed attempt: starts the stall (counted in `pinpipe_flush_failures_total`,
+    /// logged as an error) or moves its next try; returns the error callers see.
+    fn stall_on(&mut self, e: WriterError, attempts: u32) -> WriterError {
+        let now = Instant::now();
+        let error = e.to_string();
+        match &mut self.stalled {
+            Some(s) => {
+                self.metrics.flush_retries.inc();
+                s.attempts += 1;
+                s.next_try = now + s.backoff.next_pause();
+                s.error = error;
+                if s.logged.elapsed() >= STALL_LOG_EVERY {
+                    s.logged = now;
+                    tracing::warn!(table = %self.name, attempts = s.attempts, seconds = s.since.elapsed().as_secs(), error = %s.error, "table still stalled; rows kept");
+                }
+            }
+            None => {
+                self.metrics.flush_failures.inc();
+                self.metrics.stalled.set(1);
+                tracing::error!(table = %self.name, attempts, error = %error, "table stalled: commits stopped, rows kept, retrying every 1-30 s; its kind's sources pause");
+                let mut backoff = Backoff::new(STALL_RETRY_MIN, STALL_RETRY_MAX);
+                self.stalled = Some(Stalled {
+                    since: now,
+                    next_try: now + backoff.next_pause(),
+                    backoff,
+                    attempts: u64::from(attempts),
+                    error,
+                    logged: now,
+                });
+            }
+        }
+        let s = self.stalled.as_ref().expect("stalled");
+        // Readiness names the table itself.
+        let prefix = format!("table {}: ", self.name);
+        let said = s.error.strip_prefix(&prefix).unwrap_or(&s.error);
+        self.stall.set(Some((s.since, said.to_string())));
+        self.stalled_error()
+    }
+
+    fn stalled_error(&self) -> WriterError {
+        let s = self.stalled.as_ref().expect("stalled");
+        WriterError::Stalled {
+            table: self.name.clone(),
+            attempts: s.attempts,
+            error: s.error.clone(),
+        }
+    }
+
+    /// A flush succeeded: the stall, if any, is over.
+    fn recover(&mut self) {
+        if let Some(s) = self.stalled.take() {
+            self.stall.set(None);
+            self.metrics.stalled.set(0);
+            tracing::info!(table = %self.name, attempts = s.attempts, seconds = s.since.elapsed().as_secs(), "table recovered: commits resumed");
+        }
     }
 
     /// Buffer totals after a flush removed keys.
@@ -315,6 +523,9 @@ impl TableSink {
     /// One attempt: decide per key at the newest version, then write and commit.
     async fn try_flush(&mut self, written: &mut Written, outcome: &mut FlushOutcome) -> Result<(), WriterError> {
         self.refresh().await?;
+        // Before anything is written: files of our schema in a table of another one would
+        // break its readers.
+        self.check_schema()?;
         let decided = plan::plan(self.pending.iter().map(|(k, p)| (k, &p.range)), |k| {
             self.index.get(&self.name, k)
         });

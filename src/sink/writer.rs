@@ -14,7 +14,10 @@
 //!
 //! # Backpressure
 //! A threshold-crossing append flushes before it returns, and the actor's mailbox is
-//! bounded: a source awaiting `send` cannot run ahead of the commits.
+//! bounded: a source awaiting `send` cannot run ahead of the commits. A stalled table
+//! (see [`super::table_sink`]) still takes appends but answers them with
+//! [`WriterError::Stalled`]: the rows are kept, and the sources stop sending that kind
+//! until [`super::Writers::stalled`] says it recovered.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -165,10 +168,14 @@ impl Handler<Tick> for TableWriter {
         let observe = self.on_commit.clone();
         self.run(move |sink| {
             Box::pin(async move {
-                if sink.is_due() {
-                    if let Err(e) = flush_observed(sink, observe).await {
+                // A stalled table is retried here too (at its own pace), even with nothing
+                // buffered: the sources wait for it to recover before they send more.
+                if sink.is_due() || sink.is_stalled() {
+                    match flush_observed(sink, observe).await {
+                        // The sink logs its stall itself, a line a minute at most.
+                        Ok(_) | Err(WriterError::Stalled { .. }) => {}
                         // The rows stay buffered; the next tick or append retries.
-                        tracing::error!(table = %sink.name(), error = %e, "age-triggered flush failed");
+                        Err(e) => tracing::error!(table = %sink.name(), error = %e, "age-triggered flush failed"),
                     }
                 }
             })

@@ -1,15 +1,19 @@
-//! The running writers of a process: one [`TableWriter`] actor per table, a clean and a
-//! dead-letter table per kind.
+//! The running writers of a process: one [`TableWriter`] actor per table, a clean, a
+//! dead-letter and (with `[raw]`) a raw table per kind, and each table's [`Stall`] (readable without asking the
+//! writer, which is busy retrying then): the sources stop handing a stalled kind's rows
+//! over, and readiness names the stalled tables.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use actix::Addr;
 
 use super::writer::{Checkpoints, CommitObserver, Flush, Stats, TableWriter};
 use super::{
-    FlushOutcome, PerTable, Position, SourceKey, TableRole, TableSink, TablesConfig, WriterConfig, WriterError,
+    FlushOutcome, PerTable, Position, SourceKey, Stall, TableRole, TableSink, TablesConfig, WriterConfig, WriterError,
 };
 use crate::clean::Kind;
+use crate::metrics::Readiness;
 
 /// The positions stored in the tables of every kind, as of their newest versions.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +30,7 @@ impl Positions {
 pub struct Writers {
     addrs: HashMap<Kind, PerTable<Option<Addr<TableWriter>>>>,
     roles: Vec<TableRole>,
+    stalls: HashMap<Kind, PerTable<Option<Arc<Stall>>>>,
 }
 
 impl Writers {
@@ -63,8 +68,10 @@ impl Writers {
             roles.push(TableRole::Raw);
         }
         let mut addrs = HashMap::new();
+        let mut stalls = HashMap::new();
         for &kind in kinds {
             let mut started: PerTable<Option<Addr<TableWriter>>> = PerTable::default();
+            let mut kind_stalls: PerTable<Option<Arc<Stall>>> = PerTable::default();
             for &role in &roles {
                 let at = if role == TableRole::Raw {
                     raw.unwrap_or(tables)
@@ -73,16 +80,26 @@ impl Writers {
                 };
                 let name = role.table_name(kind);
                 let sink = TableSink::open(at, &name, role.schema(kind), role.partition_columns(), cfg.clone()).await?;
+                *kind_stalls.get_mut(role) = Some(sink.stall());
                 *started.get_mut(role) = Some(TableWriter::start_on_arbiter(sink, on_commit.clone()));
             }
             addrs.insert(kind, started);
+            stalls.insert(kind, kind_stalls);
         }
-        Ok(Self { addrs, roles })
+        Ok(Self { addrs, roles, stalls })
     }
 
     /// The roles whose tables these writers write.
     pub fn roles(&self) -> &[TableRole] {
         &self.roles
+    }
+
+    /// Whether a table of `kind` is stalled: its sources stop handing rows over until it
+    /// recovers (the other kinds go on).
+    pub fn stalled(&self, kind: Kind) -> bool {
+        self.stalls
+            .get(&kind)
+            .is_some_and(|t| t.iter().any(|(_, s)| s.as_ref().is_some_and(|s| s.is_stalled())))
     }
 
     /// The writer of `kind`'s `role` table.
@@ -119,6 +136,15 @@ impl Writers {
         Ok(out)
     }
 
+    /// Flushes the tables of `kind` (in parallel).
+    pub async fn flush_kind(&self, kind: Kind) -> Result<(), WriterError> {
+        let sends = self.roles.iter().map(|&role| self.get(kind, role).send(Flush));
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|_| WriterError::Stopped)??;
+        }
+        Ok(())
+    }
+
     /// Rows committed so far per table name.
     pub async fn stats(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
@@ -126,6 +152,20 @@ impl Writers {
             let s = a.send(Stats).await.unwrap_or_default();
             out.insert(role.table_name(kind), s.rows_committed);
         }
+        out
+    }
+}
+
+impl Readiness for Writers {
+    /// `table pin: commits stopped for 42 s: <error>` per stalled table.
+    fn not_ready(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .stalls
+            .iter()
+            .flat_map(|(kind, t)| t.iter().map(move |(role, s)| (role.table_name(*kind), s)))
+            .filter_map(|(name, s)| Some(format!("table {name}: {}", s.as_ref()?.reason()?)))
+            .collect();
+        out.sort();
         out
     }
 }

@@ -246,16 +246,22 @@ impl Router {
     }
 
     /// Hands the rows and positions over to the writers of this kind's tables, in order;
-    /// the first error (a fenced key, a stopped writer) ends it.
+    /// the first error (a fenced key, a stopped writer) ends it. A stalled table keeps the
+    /// rows it was handed ([`WriterError::Stalled`]): the other table still gets its own,
+    /// then that error is returned.
     pub async fn send(&mut self, writers: &Writers) -> Result<(), WriterError> {
+        let mut stalled = None;
         for (role, append) in self.hand_over() {
-            writers
-                .get(self.kind, role)
-                .send(append)
-                .await
-                .map_err(|_| WriterError::Stopped)??;
+            let sent = writers.get(self.kind, role).send(append).await;
+            match sent.map_err(|_| WriterError::Stopped)? {
+                Ok(()) => {}
+                Err(e @ WriterError::Stalled { .. }) => {
+                    stalled.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        stalled.map_or(Ok(()), Err)
     }
 }
 

@@ -12,6 +12,10 @@
 //! behind, polling stops and librdkafka stops fetching once `kafka.fetch_queue_kbytes` is
 //! buffered. After a Delta commit, the tables' positions are committed to the group for
 //! lag tools only.
+//!
+//! A kind whose table is stalled ([`crate::sink::table_sink`]: a full disk, a schema
+//! another tool changed) has its partitions paused at the consumer until it recovers;
+//! what was fetched before the pause waits in their actors. The other kinds go on.
 
 mod client_log;
 pub mod config;
@@ -19,7 +23,7 @@ mod group;
 pub mod msk_iam;
 mod partition;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -92,6 +96,7 @@ pub async fn run(cfg: &KafkaConfig, run: SourceRun) -> Result<(), KafkaSourceErr
         workers: &workers,
         env,
         started: 0,
+        paused: HashSet::new(),
     };
     let mut r = d.dispatch(&shutdown).await;
     if r.is_ok() {
@@ -154,6 +159,8 @@ struct Dispatcher<'a> {
     env: PartitionEnv,
     /// Actors started so far (round-robin over the arbiters).
     started: usize,
+    /// Owned partitions paused because a table of their kind is stalled.
+    paused: HashSet<TopicPartition>,
 }
 
 impl Dispatcher<'_> {
@@ -172,6 +179,7 @@ impl Dispatcher<'_> {
                 // After the poll: assignments made during it get their actors before the
                 // records fetched for them are handed out.
                 self.apply_events()?;
+                self.pause_stalled();
                 self.hand_out(batch).await?;
                 if last_commit.elapsed() >= Duration::from_secs(1) {
                     commit_positions(self.consumer).await;
@@ -230,6 +238,40 @@ impl Dispatcher<'_> {
         Ok(())
     }
 
+    /// Pauses fetching for the owned partitions of kinds with a stalled table, and resumes
+    /// them once it recovered: backpressure for that kind alone.
+    fn pause_stalled(&mut self) {
+        let group = self.consumer.context();
+        let owned: Vec<TopicPartition> = group.actors.lock().expect("lock").keys().cloned().collect();
+        // A revoked partition is no longer paused (a new assignment starts fetching).
+        self.paused.retain(|tp| owned.contains(tp));
+        let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
+        for tp in owned {
+            let stalled = group.topics.get(&tp.0).is_some_and(|k| group.writers.stalled(*k));
+            if stalled && self.paused.insert(tp.clone()) {
+                pause.add_partition(&tp.0, tp.1);
+            } else if !stalled && self.paused.remove(&tp) {
+                resume.add_partition(&tp.0, tp.1);
+            }
+        }
+        for (list, paused) in [(pause, true), (resume, false)] {
+            if list.count() == 0 {
+                continue;
+            }
+            let parts = group::list(&list);
+            let r = if paused {
+                self.consumer.pause(&list)
+            } else {
+                self.consumer.resume(&list)
+            };
+            match r {
+                Ok(()) if paused => tracing::warn!(?parts, "fetching paused: a table of their kind is stalled"),
+                Ok(()) => tracing::info!(?parts, "fetching resumed: the table recovered"),
+                Err(e) => tracing::warn!(?parts, error = %e, "pausing or resuming fetching failed"),
+            }
+        }
+    }
+
     fn start_actor(&mut self, topic: String, partition: i32, stored: PerTable<Option<Position>>) {
         let arbiter = self.workers[self.started % self.workers.len()].handle();
         self.started += 1;
@@ -274,18 +316,27 @@ impl Dispatcher<'_> {
         Ok(())
     }
 
-    /// The graceful end: hand everything over, commit, store the group offsets.
+    /// The graceful end: hand everything over, commit, store the group offsets. A table
+    /// that cannot commit (stalled) does not keep the others from committing; its error is
+    /// returned at the end (its rows are read again by the next owner).
     async fn finish(&self) -> Result<(), KafkaSourceError> {
         let group = self.group();
         let current: Vec<(TopicPartition, Addr<PartitionActor>)> = group.actors.lock().expect("lock").drain().collect();
+        let mut failed = None;
         for (_, a) in &current {
-            a.send(Drain).await.map_err(|_| WriterError::Stopped)??;
+            if let Err(e) = a.send(Drain).await.map_err(|_| WriterError::Stopped).and_then(|r| r) {
+                failed.get_or_insert(e);
+            }
         }
-        group.writers.flush_all().await?;
+        let flushed = group.writers.flush_all().await;
+        commit_positions(self.consumer).await;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        flushed?;
         for ((topic, partition), _) in &current {
             tracing::info!(%topic, partition, "partition released");
         }
-        commit_positions(self.consumer).await;
         Ok(())
     }
 }

@@ -75,14 +75,19 @@ impl PartitionState {
         self.since.get_or_insert_with(Instant::now);
     }
 
+    /// Time to hand over: enough rows or old enough, and the kind's tables are not stalled
+    /// (until they recover the rows wait here; the dispatcher paused the partition).
     fn due(&self) -> bool {
-        self.router.buffered() >= self.env.batch_rows || self.since.is_some_and(|t| t.elapsed() >= self.env.batch_age)
+        let ready = self.router.buffered() >= self.env.batch_rows
+            || self.since.is_some_and(|t| t.elapsed() >= self.env.batch_age);
+        ready && !self.env.writers.stalled(self.router.kind())
     }
 
     async fn hand_over(&mut self) -> Result<(), WriterError> {
-        self.router.send(&self.env.writers).await?;
+        let sent = self.router.send(&self.env.writers).await;
+        // Handed over, also to a stalled table (which keeps them).
         self.since = None;
-        Ok(())
+        sent
     }
 }
 
@@ -135,7 +140,11 @@ impl Handler<Records> for PartitionActor {
             Box::pin(async move {
                 st.ingest(m.0);
                 if st.due() {
-                    st.hand_over().await?;
+                    match st.hand_over().await {
+                        // A table stalled meanwhile: it kept the rows; no more until it recovers.
+                        Ok(()) | Err(WriterError::Stalled { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
                 Ok(())
             })

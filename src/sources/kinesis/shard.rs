@@ -284,6 +284,11 @@ impl ShardState {
         if !self.lease_valid() {
             return Next::Exit(Exit::LeaseLost);
         }
+        if self.env.writers.stalled(self.spec.kind) {
+            // A table of this kind is stalled: read nothing more until it recovers
+            // (backpressure); the lease stays ours and what was read waits here.
+            return Next::After(Duration::from_millis(self.env.cfg.idle_ms.max(100)));
+        }
         let it = match self.cursor.clone() {
             Cursor::Unknown => return self.new_iterator().await,
             Cursor::Closed => return self.shard_end().await,
@@ -429,18 +434,23 @@ impl ShardState {
         if !self.lease_valid() {
             return Ok(());
         }
-        self.router.send(&self.env.writers).await?;
+        match self.router.send(&self.env.writers).await {
+            // A stalled table kept the rows; `step` reads no more until it recovers.
+            Ok(()) | Err(WriterError::Stalled { .. }) => {}
+            Err(e) => return Err(e),
+        }
         self.since = None;
         Ok(())
     }
 
-    /// Hands everything over and flushes the writers: the positions are committed.
+    /// Hands everything over and flushes the writers of the shard's kind: the positions
+    /// are committed (or the error says why not).
     async fn finish(&mut self) -> Result<(), WriterError> {
         if !self.lease_valid() {
             return Ok(());
         }
         self.hand_over().await?;
-        self.env.writers.flush_all().await?;
+        self.env.writers.flush_kind(self.spec.kind).await?;
         Ok(())
     }
 }
