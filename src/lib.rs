@@ -9,7 +9,8 @@
 //!   embedded demo; [`gateway`]: the ingest HTTP API; [`emulate`]: the post generator.
 //! - [`report`] and [`maintain`]: the analytics questions (DataFusion SQL) and table upkeep.
 //! - [`metrics`]: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` routes.
-//! - [`config`]: the configuration file and overrides, gathering each component's section.
+//! - [`config`]: the configuration file and overrides, gathering each component's section;
+//!   [`logging`]: the `[log]` section and the logger (text or JSON lines).
 //! - At the bottom: [`shutdown`] (one stop for every loop), [`backoff`] (one retry pause),
 //!   [`actors`] (the actix state helper), [`validate`] (the config error).
 // Error enums carry the table and source key they concern; they are on the cold path, so
@@ -23,6 +24,7 @@ pub mod config;
 pub mod demo;
 pub mod emulate;
 pub mod gateway;
+pub mod logging;
 pub mod maintain;
 pub mod metrics;
 pub mod report;

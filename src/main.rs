@@ -11,11 +11,6 @@ use pinpipe::run::RunOptions;
 use pinpipe::sink::Writers;
 use pinpipe::sources::batch::{self, BatchOptions, Input};
 
-/// Warnings, minus two expected ones from deltalake: the "no files in log segment" error
-/// it logs when a table is about to be created, and "no statistics for a binary column"
-/// (the dead-letter `raw` column) on every flush.
-const DEFAULT_LOG: &str = "warn,buoyant_kernel::snapshot::builder=off,deltalake_core::writer::stats=error";
-
 #[derive(Parser)]
 #[command(
     name = "pinpipe",
@@ -27,9 +22,10 @@ struct Cli {
     /// with PINPIPE__SECTION__KEY environment variables.
     #[arg(long, global = true, env = "PINPIPE_CONFIG")]
     config: Option<PathBuf>,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `pinpipe=debug`.
-    #[arg(long, global = true, env = "PINPIPE_LOG", default_value = DEFAULT_LOG)]
-    log: String,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `pinpipe=debug`, over the
+    /// config's `log.level` [default: warnings].
+    #[arg(long, global = true, env = "PINPIPE_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -140,7 +136,7 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
-    /// Load and validate the configuration, then print it.
+    /// Load and validate the configuration, then print it (secrets shown as "***").
     CheckConfig,
 }
 
@@ -185,16 +181,13 @@ struct EmulateArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    // The config chooses the log format, so it is read before anything logs; a config
+    // that does not load is reported below with the default logger.
+    let cfg = Config::load(cli.config.as_deref());
+    let log = cfg.as_ref().map(|c| c.log.clone()).unwrap_or_default();
+    pinpipe::logging::init(&log, cli.log.as_deref());
+    match cfg.map_err(anyhow::Error::from).and_then(|cfg| run(cli, cfg)) {
+        Ok(code) => code,
         // `report | head` closed stdout: the reader has what it wanted.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
@@ -259,14 +252,17 @@ impl Command {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut cfg = Config::load(cli.config.as_deref())?;
+fn run(cli: Cli, mut cfg: Config) -> anyhow::Result<ExitCode> {
     if let Some(t) = cli.command.tables() {
         cfg.tables.location = t.to_string();
     }
-    match cli.command {
+    run_command(cfg, cli.command).map(|()| ExitCode::SUCCESS)
+}
+
+fn run_command(mut cfg: Config, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::CheckConfig => {
-            print!("{}", toml::to_string_pretty(&cfg).context("printing config")?);
+            print!("{}", toml::to_string_pretty(&cfg.redacted()).context("printing config")?);
             Ok(())
         }
         Command::Batch {
