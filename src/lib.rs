@@ -7,7 +7,8 @@
 //!   routing rule they share.
 //! - [`run`] and [`demo`]: `pinpipe run` (the sources driving the writers) and the
 //!   embedded demo; [`gateway`]: the ingest HTTP API; [`emulate`]: the post generator.
-//! - [`report`] and [`maintain`]: the analytics questions (DataFusion SQL) and table upkeep.
+//! - [`report`] and [`maintain`]: the analytics questions (DataFusion SQL) and table upkeep;
+//!   [`status`]: one screen of tables, positions, lag, leases and dead letters.
 //! - [`metrics`]: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` routes.
 //! - [`config`]: the configuration file and overrides, gathering each component's section;
 //!   [`logging`]: the `[log]` section and the logger (text or JSON lines).
@@ -32,6 +33,7 @@ pub mod run;
 pub mod shutdown;
 pub mod sink;
 pub mod sources;
+pub mod status;
 pub mod validate;
 
 /// Runs `fut` inside an actix `System` backed by a multi-threaded tokio runtime: writer

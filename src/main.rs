@@ -138,6 +138,35 @@ enum Command {
     },
     /// Load and validate the configuration, then print it (secrets shown as "***").
     CheckConfig,
+    /// One screen of state: per table its version, rows, files, bytes and last commit; per
+    /// Kafka partition or Kinesis shard the position stored in the tables, the broker's
+    /// end, the lag and the lease; dead letters by reason. Exits 2 when a table's last
+    /// commit is older than --stale-after while its source has records waiting.
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// Folder or s3:// URI of the tables [default: tables.location].
+    #[arg(long)]
+    tables: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: StatusFormat,
+    /// A table whose last commit is older than this while records wait is stale (exit 2).
+    #[arg(long, default_value = "5m", value_parser = pinpipe::status::parse_duration)]
+    stale_after: std::time::Duration,
+    /// Dead letters are counted over the files committed in this window.
+    #[arg(long, default_value = "1h", value_parser = pinpipe::status::parse_duration)]
+    dead_letter_window: std::time::Duration,
+    /// Bound of each broker or stream call; a broker that does not answer is shown as unknown.
+    #[arg(long, default_value = "3s", value_parser = pinpipe::status::parse_duration)]
+    timeout: std::time::Duration,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StatusFormat {
+    Table,
+    Json,
 }
 
 /// `emulate --concurrency` when not given.
@@ -247,6 +276,7 @@ impl Command {
             | Command::Demo { tables, .. }
             | Command::Report { tables, .. }
             | Command::Maintain { tables, .. } => tables.as_deref(),
+            Command::Status(a) => a.tables.as_deref(),
             Command::Emulate(_) | Command::Gateway { .. } | Command::CheckConfig => None,
         }
     }
@@ -256,7 +286,29 @@ fn run(cli: Cli, mut cfg: Config) -> anyhow::Result<ExitCode> {
     if let Some(t) = cli.command.tables() {
         cfg.tables.location = t.to_string();
     }
+    if let Command::Status(args) = &cli.command {
+        cfg.validate()?;
+        return run_status(&cfg, args);
+    }
     run_command(cfg, cli.command).map(|()| ExitCode::SUCCESS)
+}
+
+/// `pinpipe status`: prints what it could read (unknown parts say why) and exits 2 when a
+/// table is stale.
+fn run_status(cfg: &Config, a: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let opts = pinpipe::status::StatusOptions {
+        stale_after: a.stale_after,
+        dead_letter_window: a.dead_letter_window,
+        timeout: a.timeout,
+    };
+    let status = pinpipe::block_on_tokio(pinpipe::status::collect(cfg, &opts));
+    let text = match a.format {
+        StatusFormat::Json => status.to_json(),
+        StatusFormat::Table => status.to_table(),
+    };
+    use std::io::Write as _;
+    writeln!(std::io::stdout(), "{}", text.trim_end())?;
+    Ok(ExitCode::from(status.exit_code()))
 }
 
 fn run_command(mut cfg: Config, command: Command) -> anyhow::Result<()> {
@@ -336,6 +388,7 @@ fn run_command(mut cfg: Config, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Emulate(args) => run_emulate(&mut cfg, args),
+        Command::Status(_) => unreachable!("handled by run"),
     }
 }
 

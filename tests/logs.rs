@@ -222,6 +222,8 @@ fn no_secret_in_any_output() {
     assert_no_secret("emulate --to files", &text(&out), &x);
     let out = pinpipe(&s, &["batch", "--no-progress"], &[]);
     assert_no_secret("batch", &text(&out), &x);
+    let out = pinpipe(&s, &["status"], &[]);
+    assert_no_secret("status", &text(&out), &x);
 }
 
 /// The fields a log pipeline filters on, at the top level of every line that has them.
