@@ -332,8 +332,9 @@ fn run_command(mut cfg: Config, command: Command) -> anyhow::Result<()> {
             cfg.validate()?;
             anyhow::ensure!(partitions > 0, "--partitions must be at least 1");
             let summary = pinpipe::block_on(pinpipe::demo::demo(cfg.run_config(), &cfg.emulate, count, partitions))?;
-            println!("{}", summary.line());
-            print_tables(&cfg)
+            print_tables(&cfg)?;
+            println!("{}", summary.text(&cfg.tables.location));
+            Ok(())
         }
         Command::Run {
             stop_after,
