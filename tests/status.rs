@@ -16,7 +16,14 @@ use support::kinesis::{self as kinesis_support, KinesisServer};
 use support::proc::{signal, Proc, Setup, BIN};
 use support::s3::S3Server;
 
-const TABLES: [&str; 6] = ["pin", "pin_dead_letter", "geo", "geo_dead_letter", "user", "user_dead_letter"];
+const TABLES: [&str; 6] = [
+    "pin",
+    "pin_dead_letter",
+    "geo",
+    "geo_dead_letter",
+    "user",
+    "user_dead_letter",
+];
 
 /// `pinpipe status <args>` with the setup's config and `env`; bounded by the command's own
 /// timeouts, checked here too.
@@ -147,12 +154,17 @@ fn kafka_lag_falls_to_zero_and_a_paused_reader_is_stale() {
 
     // A live run: the lag falls to 0 and the positions equal the high watermarks.
     let mut run = s.run("run");
-    let (v, code) = wait_status(&s, &[], &[], Duration::from_secs(90), &mut run, |v, _| total_lag(v) == 0);
+    let (v, code) = wait_status(&s, &[], &[], Duration::from_secs(90), &mut run, |v, _| {
+        total_lag(v) == 0
+    });
     assert_eq!(code, 0);
     for name in TABLES {
         let t = table(&v, name);
         assert_eq!(t["state"], "ok", "{v:#}");
-        assert!(t["version"].as_i64().unwrap() >= 1 && t["files"].as_u64().unwrap() >= 1, "{t:#}");
+        assert!(
+            t["version"].as_i64().unwrap() >= 1 && t["files"].as_u64().unwrap() >= 1,
+            "{t:#}"
+        );
     }
     let rows: u64 = TABLES.iter().map(|n| table(&v, n)["rows"].as_u64().unwrap()).sum();
     assert_eq!(rows, 6000, "rows from the log's statistics");
@@ -163,7 +175,12 @@ fn kafka_lag_falls_to_zero_and_a_paused_reader_is_stale() {
         }
     }
     // The emulator's broken records are counted by reason.
-    let dead: u64 = v["dead_letters"].as_array().unwrap().iter().map(|d| d["count"].as_u64().unwrap()).sum();
+    let dead: u64 = v["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["count"].as_u64().unwrap())
+        .sum();
     let dead_rows: u64 = TABLES
         .iter()
         .filter(|n| n.ends_with("_dead_letter"))
@@ -183,7 +200,12 @@ fn kafka_lag_falls_to_zero_and_a_paused_reader_is_stale() {
     let (v, code) = status_json(&s, &["--stale-after", "1s"], &[]);
     assert_eq!(code, 2, "{v:#}");
     assert_eq!(total_lag(&v), 900);
-    let stale: BTreeSet<&str> = v["stale"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let stale: BTreeSet<&str> = v["stale"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
     assert!(["pin", "geo", "user"].iter().all(|t| stale.contains(t)), "{v:#}");
     let text = String::from_utf8_lossy(&status(&s, &["--stale-after", "1s"], &[]).stdout).to_string();
     assert!(text.contains("STALE"), "{text}");
@@ -193,9 +215,14 @@ fn kafka_lag_falls_to_zero_and_a_paused_reader_is_stale() {
 
     // Resumed: caught up again.
     signal(&run.child, "CONT");
-    wait_status(&s, &["--stale-after", "1s"], &[], Duration::from_secs(60), &mut run, |v, code| {
-        total_lag(v) == 0 && code == 0
-    });
+    wait_status(
+        &s,
+        &["--stale-after", "1s"],
+        &[],
+        Duration::from_secs(60),
+        &mut run,
+        |v, code| total_lag(v) == 0 && code == 0,
+    );
     assert!(run.terminate(Duration::from_secs(30)).success(), "{}", run.tail());
 
     // A missing table and a dead broker: unknown, and the rest still printed.
@@ -210,7 +237,11 @@ fn kafka_lag_falls_to_zero_and_a_paused_reader_is_stale() {
     let kafka = &v["endpoints"][0];
     assert_eq!(kafka["state"], "unknown", "{v:#}");
     assert!(kafka["error"].as_str().unwrap().contains(&dead), "{kafka:#}");
-    assert_eq!(partitions(&v, "kafka"), expected, "partitions still listed from the tables");
+    assert_eq!(
+        partitions(&v, "kafka"),
+        expected,
+        "partitions still listed from the tables"
+    );
     for src in v["sources"].as_array().unwrap() {
         assert_eq!(src["end"]["kind"], "unknown");
         assert!(src["lag_records"].is_null() && src["waiting"].is_null(), "{src:#}");
@@ -220,7 +251,10 @@ fn kafka_lag_falls_to_zero_and_a_paused_reader_is_stale() {
     }
     let text = String::from_utf8_lossy(&status(&s, &["--timeout", "1s"], &[("PINPIPE__KAFKA__BROKERS", dead)]).stdout)
         .to_string();
-    assert!(text.contains("unknown") && text.contains("missing") && text.contains("pin "), "{text}");
+    assert!(
+        text.contains("unknown") && text.contains("missing") && text.contains("pin "),
+        "{text}"
+    );
 }
 
 #[test]
@@ -251,14 +285,22 @@ fn kinesis_on_s3_shows_positions_leases_and_catching_up() {
         .flat_map(|st| (0..2).map(move |i| (st.clone(), format!("shardId-{i:012}"))))
         .collect();
     assert_eq!(partitions(&v, "kinesis"), expected, "{v:#}");
-    assert!(v["sources"].as_array().unwrap().iter().all(|s| s["waiting"] == true), "{v:#}");
+    assert!(
+        v["sources"].as_array().unwrap().iter().all(|s| s["waiting"] == true),
+        "{v:#}"
+    );
 
     let mut run_env = env.clone();
     run_env.push(("PINPIPE_LOG", kinesis_support::LOG.to_string()));
     run_env.push(("PINPIPE__KINESIS__WORKER_ID", "w1".to_string()));
     let mut run = s.spawn_env("run", &["run", "--no-progress"], &run_env);
     let (v, code) = wait_status(&s, &[], &env, Duration::from_secs(120), &mut run, |v, _| {
-        !any_waiting(v) && v["sources"].as_array().unwrap().iter().all(|s| s["lease"]["owner"] == "w1")
+        !any_waiting(v)
+            && v["sources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["lease"]["owner"] == "w1")
     });
     assert_eq!(code, 0);
     for src in v["sources"].as_array().unwrap() {
@@ -280,9 +322,14 @@ fn kinesis_on_s3_shows_positions_leases_and_catching_up() {
     assert_eq!(code, 2, "{v:#}");
     assert!(any_waiting(&v));
     signal(&run.child, "CONT");
-    wait_status(&s, &["--stale-after", "1s"], &env, Duration::from_secs(60), &mut run, |v, code| {
-        !any_waiting(v) && code == 0
-    });
+    wait_status(
+        &s,
+        &["--stale-after", "1s"],
+        &env,
+        Duration::from_secs(60),
+        &mut run,
+        |v, code| !any_waiting(v) && code == 0,
+    );
     assert!(run.terminate(Duration::from_secs(30)).success(), "{}", run.tail());
 
     // The stream endpoint gone: the shards are unknown, the S3 tables still read.
@@ -290,6 +337,10 @@ fn kinesis_on_s3_shows_positions_leases_and_catching_up() {
     let (v, code) = status_json(&s, &["--timeout", "1s"], &env);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["endpoints"][0]["state"], "unknown", "{v:#}");
-    assert_eq!(partitions(&v, "kinesis"), expected, "shards still listed from the tables");
+    assert_eq!(
+        partitions(&v, "kinesis"),
+        expected,
+        "shards still listed from the tables"
+    );
     assert!(TABLES.iter().all(|n| table(&v, n)["state"] == "ok"), "{v:#}");
 }

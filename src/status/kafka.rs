@@ -37,11 +37,7 @@ impl ConsumerContext for Quiet {}
 
 /// The brokers' answer per partition of the configured topics, and every Kafka partition
 /// the tables store a position for.
-pub async fn read(
-    cfg: &KafkaConfig,
-    tables: &[TableStatus],
-    timeout: Duration,
-) -> (EndpointStatus, Vec<SourceStatus>) {
+pub async fn read(cfg: &KafkaConfig, tables: &[TableStatus], timeout: Duration) -> (EndpointStatus, Vec<SourceStatus>) {
     let topics = cfg.topic_map();
     let cfg2 = cfg.clone();
     // The configured topics and those the tables hold positions of (an earlier demo's).
@@ -50,7 +46,13 @@ pub async fn read(
         .flat_map(|t| t.positions.keys())
         .filter(|k| k.source == SourceKind::Kafka)
         .map(|k| k.stream.clone());
-    let names: Vec<String> = topics.keys().cloned().chain(stored).collect::<BTreeSet<_>>().into_iter().collect();
+    let names: Vec<String> = topics
+        .keys()
+        .cloned()
+        .chain(stored)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let asked = tokio::task::spawn_blocking(move || watermarks(&cfg2, &names, timeout))
         .await
         .unwrap_or_else(|e| Err(format!("watermark task failed: {e}")));
@@ -107,10 +109,7 @@ fn partition(
         stream: topic,
         partition: p.to_string(),
         kind,
-        positions: stored
-            .into_iter()
-            .map(|(t, p)| (t, p.map(|p| p.to_string())))
-            .collect(),
+        positions: stored.into_iter().map(|(t, p)| (t, p.map(|p| p.to_string()))).collect(),
         end: end.map_or(End::Unknown, |(low, high)| End::Offset { high, low }),
         lag_records: lag,
         waiting: lag.map(|l| l > 0),

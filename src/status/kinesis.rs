@@ -54,7 +54,14 @@ pub async fn read(
     let endpoint = EndpointStatus {
         source: "kinesis",
         target: if cfg.endpoint.is_empty() {
-            format!("AWS ({})", if cfg.region.is_empty() { "default region" } else { &cfg.region })
+            format!(
+                "AWS ({})",
+                if cfg.region.is_empty() {
+                    "default region"
+                } else {
+                    &cfg.region
+                }
+            )
         } else {
             cfg.endpoint.clone()
         },
@@ -136,7 +143,11 @@ async fn shard_status(
     let stored = positions_of(tables, kind, &key);
     let resume = resume_position(&stored);
     let (end, error) = match probe(cfg, client, stream, shard, resume.as_ref()).await {
-        Ok(end) => (end, kind.is_none().then(|| "stream not in [kinesis] (an earlier config's)".into())),
+        Ok(end) => (
+            end,
+            kind.is_none()
+                .then(|| "stream not in [kinesis] (an earlier config's)".into()),
+        ),
         Err(e) => (End::Unknown, Some(e)),
     };
     let waiting = match &end {
@@ -148,10 +159,7 @@ async fn shard_status(
         stream: stream.to_string(),
         partition: shard.to_string(),
         kind,
-        positions: stored
-            .into_iter()
-            .map(|(t, p)| (t, p.map(|p| p.to_string())))
-            .collect(),
+        positions: stored.into_iter().map(|(t, p)| (t, p.map(|p| p.to_string()))).collect(),
         end,
         lag_records: None,
         waiting,

@@ -67,7 +67,10 @@ pub enum End {
     Offset { high: i64, low: i64 },
     /// Kinesis has no "last sequence number" call: one GetRecords after the stored
     /// position tells whether a record waits and how far behind latest that position is.
-    Probe { waiting: bool, millis_behind_latest: Option<i64> },
+    Probe {
+        waiting: bool,
+        millis_behind_latest: Option<i64>,
+    },
     /// Not known: the broker or stream did not answer (see `error`), or the partition is
     /// not in the config.
     Unknown,
@@ -174,7 +177,11 @@ fn has_positions(tables: &[TableStatus], source: SourceKind) -> bool {
 
 /// The stored positions of `key` in its kind's tables, by table name (`None`: no position
 /// or the table could not be read).
-pub(crate) fn positions_of(tables: &[TableStatus], kind: Option<Kind>, key: &SourceKey) -> BTreeMap<String, Option<Position>> {
+pub(crate) fn positions_of(
+    tables: &[TableStatus],
+    kind: Option<Kind>,
+    key: &SourceKey,
+) -> BTreeMap<String, Option<Position>> {
     let Some(kind) = kind.or_else(|| stored_kind(tables, key)) else {
         return BTreeMap::new();
     };
@@ -341,7 +348,10 @@ mod tests {
     fn stale_needs_an_old_commit_and_records_waiting() {
         let after = Duration::from_secs(60);
         // Old commit, records waiting: stale.
-        let s = status(vec![table("pin", 120.0), table("geo", 120.0)], vec![kafka_source(10, 15)]);
+        let s = status(
+            vec![table("pin", 120.0), table("geo", 120.0)],
+            vec![kafka_source(10, 15)],
+        );
         assert_eq!(s.stale_tables(after), ["pin"]);
         // Old commit, nothing waiting: an idle stream, not stale.
         let s = status(vec![table("pin", 120.0)], vec![kafka_source(15, 15)]);

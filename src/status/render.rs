@@ -8,7 +8,13 @@ use super::{End, SourceStatus, Status};
 fn grid(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for r in rows {
@@ -52,7 +58,9 @@ pub fn age(s: f64) -> String {
 pub fn table(s: &Status) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "tables under {}", s.location);
-    let mut rows = vec![["table", "version", "last commit", "rows", "files", "bytes", "state"].map(String::from).to_vec()];
+    let mut rows = vec![["table", "version", "last commit", "rows", "files", "bytes", "state"]
+        .map(String::from)
+        .to_vec()];
     for t in &s.tables {
         let state = match (&t.error, s.stale.contains(&t.name)) {
             (Some(e), _) => format!("{}: {e}", t.state),
@@ -85,9 +93,18 @@ pub fn table(s: &Status) -> String {
 }
 
 fn sources(sources: &[SourceStatus]) -> String {
-    let mut rows = vec![["source", "stream", "partition", "stored (clean / dead letters)", "end", "lag", "lease", "note"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows = vec![[
+        "source",
+        "stream",
+        "partition",
+        "stored (clean / dead letters)",
+        "end",
+        "lag",
+        "lease",
+        "note",
+    ]
+    .map(String::from)
+    .to_vec()];
     for src in sources {
         let stored: Vec<String> = src.positions.values().map(|p| short(p.as_deref())).collect();
         let (end, lag) = match &src.end {
@@ -108,13 +125,20 @@ fn sources(sources: &[SourceStatus]) -> String {
         let lease = src.lease.as_ref().map_or(String::new(), |l| {
             let owner = l.owner.clone().unwrap_or_else(|| "free".into());
             let done = if l.finished { ", finished" } else { "" };
-            format!("{owner} ({}{done})", l.age_s.map_or("?".into(), |a| format!("{} ago", age(a))))
+            format!(
+                "{owner} ({}{done})",
+                l.age_s.map_or("?".into(), |a| format!("{} ago", age(a)))
+            )
         });
         rows.push(vec![
             src.source.to_string(),
             src.stream.clone(),
             src.partition.clone(),
-            if stored.is_empty() { "-".into() } else { stored.join(" / ") },
+            if stored.is_empty() {
+                "-".into()
+            } else {
+                stored.join(" / ")
+            },
             end,
             lag,
             lease,
@@ -163,7 +187,10 @@ mod tests {
         assert_eq!(age(3600.0), "1h00m");
         assert_eq!(bytes(1_234_567), "1.2 MB");
         assert_eq!(bytes(12), "12 B");
-        assert_eq!(short(Some("49590338271490256608559692538361571095921575989136588898")), "…989136588898");
+        assert_eq!(
+            short(Some("49590338271490256608559692538361571095921575989136588898")),
+            "…989136588898"
+        );
         assert_eq!(short(Some("42")), "42");
         assert_eq!(short(None), "none");
     }

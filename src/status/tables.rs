@@ -106,7 +106,10 @@ pub async fn dead_letters(
         .map_or(0, |d| d.as_millis() as i64);
     let mut counts = Vec::new();
     let mut errors = Vec::new();
-    for t in read.iter().filter(|t| t.name.ends_with("_dead_letter") && t.state == "ok") {
+    for t in read
+        .iter()
+        .filter(|t| t.name.ends_with("_dead_letter") && t.state == "ok")
+    {
         match count_reasons(tables, &t.name, since_ms).await {
             Ok(by) => counts.extend(by.into_iter().map(|(reason, count)| DeadLetterCount {
                 table: t.name.clone(),
@@ -174,7 +177,11 @@ fn error_column(bytes: bytes::Bytes) -> Result<Vec<String>, String> {
             .as_any()
             .downcast_ref::<StringArray>()
             .ok_or("`error` is not a string column")?;
-        out.extend((0..strings.len()).filter(|i| strings.is_valid(*i)).map(|i| strings.value(i).to_string()));
+        out.extend(
+            (0..strings.len())
+                .filter(|i| strings.is_valid(*i))
+                .map(|i| strings.value(i).to_string()),
+        );
     }
     Ok(out)
 }
