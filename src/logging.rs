@@ -6,8 +6,11 @@
 //! `target` and `message`, so a log pipeline can filter on them. The level is a tracing
 //! `EnvFilter` string; `--log` and `PINPIPE_LOG` override it.
 //!
-//! Secrets never reach a log line: no event formats a config section, the gateway's
-//! tokens or a Kafka property value; [`Config::redacted`](crate::config::Config::redacted)
+//! Secrets never reach a log line. pinpipe's own events format no config section, token or
+//! Kafka property value, but dependencies do at debug level (deltalake's S3 store prints
+//! its credentials' key id), so the logger is also handed the secrets themselves
+//! ([`Config::secrets`](crate::config::Config::secrets)) and [`Redacting`] writes each
+//! of them as `***` whatever event carries it. [`Config::redacted`](crate::config::Config::redacted)
 //! is what `check-config` prints.
 
 use serde::{Deserialize, Serialize};
@@ -53,14 +56,16 @@ impl LogConfig {
 }
 
 /// Installs the process's logger on stderr: `cfg`'s format, and `level` (from `--log` or
-/// `PINPIPE_LOG`) over `cfg.level`. An unparsable filter falls back to `warn`.
-pub fn init(cfg: &LogConfig, level: Option<&str>) {
+/// `PINPIPE_LOG`) over `cfg.level`. An unparsable filter falls back to `warn`. Every
+/// string of `secrets` is written as `***`.
+pub fn init(cfg: &LogConfig, level: Option<&str>, secrets: Vec<String>) {
     use std::io::IsTerminal;
     let level = level.unwrap_or(&cfg.level);
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(Redacting::new(secrets));
     if cfg.format == "json" {
         builder
             .json()
@@ -70,6 +75,58 @@ pub fn init(cfg: &LogConfig, level: Option<&str>) {
             .init();
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
+/// The logger's stderr, with every secret replaced by `***`. The fmt layer formats an
+/// event in full and writes it with one `write_all`, so each `write` sees whole lines and
+/// a secret is never split across two writes.
+#[derive(Clone)]
+pub struct Redacting {
+    secrets: std::sync::Arc<Vec<String>>,
+}
+
+impl Redacting {
+    /// Empty strings are dropped (they would match everywhere).
+    pub fn new(mut secrets: Vec<String>) -> Self {
+        secrets.retain(|s| !s.is_empty());
+        Self {
+            secrets: std::sync::Arc::new(secrets),
+        }
+    }
+
+    /// `line` with every secret replaced.
+    pub fn redact<'a>(&self, line: &'a str) -> std::borrow::Cow<'a, str> {
+        let mut out = std::borrow::Cow::Borrowed(line);
+        for s in self.secrets.iter() {
+            if out.contains(s.as_str()) {
+                out = std::borrow::Cow::Owned(out.replace(s.as_str(), crate::config::REDACTED));
+            }
+        }
+        out
+    }
+}
+
+impl std::io::Write for Redacting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        match std::str::from_utf8(buf) {
+            Ok(text) => err.write_all(self.redact(text).as_bytes())?,
+            Err(_) => err.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Redacting {
+    type Writer = Redacting;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
     }
 }
 
@@ -90,5 +147,15 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().unwrap_err().to_string().contains("log.level"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_wherever_they_appear() {
+        let r = Redacting::new(vec!["AKIA123".into(), String::new(), "pw".into()]);
+        assert_eq!(
+            r.redact("key_id: \"AKIA123\", pw=pw AKIA123"),
+            "key_id: \"***\", ***=*** ***"
+        );
+        assert_eq!(r.redact("nothing here"), "nothing here");
     }
 }

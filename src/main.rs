@@ -214,7 +214,10 @@ fn main() -> ExitCode {
     // that does not load is reported below with the default logger.
     let cfg = Config::load(cli.config.as_deref());
     let log = cfg.as_ref().map(|c| c.log.clone()).unwrap_or_default();
-    pinpipe::logging::init(&log, cli.log.as_deref());
+    let mut secrets = cfg.as_ref().map(Config::secrets).unwrap_or_default();
+    // `emulate --to gateway`'s token may come from the environment rather than the config.
+    secrets.extend(std::env::var("PINPIPE_GATEWAY_TOKEN"));
+    pinpipe::logging::init(&log, cli.log.as_deref(), secrets);
     match cfg.map_err(anyhow::Error::from).and_then(|cfg| run(cli, cfg)) {
         Ok(code) => code,
         // `report | head` closed stdout: the reader has what it wanted.
@@ -314,7 +317,10 @@ fn run_status(cfg: &Config, a: &StatusArgs) -> anyhow::Result<ExitCode> {
 fn run_command(mut cfg: Config, command: Command) -> anyhow::Result<()> {
     match command {
         Command::CheckConfig => {
-            print!("{}", toml::to_string_pretty(&cfg.redacted()).context("printing config")?);
+            print!(
+                "{}",
+                toml::to_string_pretty(&cfg.redacted()).context("printing config")?
+            );
             Ok(())
         }
         Command::Batch {

@@ -66,7 +66,10 @@ fn setup(broker: &Broker, kinesis: &str, s3: &S3Server, gateway_port: u16, x: &S
     // The test sections' static "test" keys give way to the secrets (moto and kinesis-local
     // accept any key).
     let kinesis = kinesis_toml(kinesis, "lg")
-        .replace("access_key_id = \"test\"", &format!("access_key_id = \"{}\"", x.kinesis_key_id))
+        .replace(
+            "access_key_id = \"test\"",
+            &format!("access_key_id = \"{}\"", x.kinesis_key_id),
+        )
         .replace(
             "secret_access_key = \"test\"",
             &format!("secret_access_key = \"{}\"", x.kinesis_secret),
@@ -187,13 +190,30 @@ fn no_secret_in_any_output() {
     assert_no_secret("check-config", &text(&check), &x);
 
     // Both sources get records, through the emulator and through the gateway.
-    let out = pinpipe(&s, &["emulate", "--to", "kafka", "--count", "100", "--no-progress"], &[]);
+    let out = pinpipe(
+        &s,
+        &["emulate", "--to", "kafka", "--count", "100", "--no-progress"],
+        &[],
+    );
     assert_no_secret("emulate --to kafka", &text(&out), &x);
-    let out = pinpipe(&s, &["emulate", "--to", "kinesis", "--count", "100", "--no-progress"], &[]);
+    let out = pinpipe(
+        &s,
+        &["emulate", "--to", "kinesis", "--count", "100", "--no-progress"],
+        &[],
+    );
     assert_no_secret("emulate --to kinesis", &text(&out), &x);
     let mut gw = gateway(&s, port);
     let url = format!("http://127.0.0.1:{port}");
-    let args = ["emulate", "--to", "gateway", "--url", &url, "--count", "20", "--no-progress"];
+    let args = [
+        "emulate",
+        "--to",
+        "gateway",
+        "--url",
+        &url,
+        "--count",
+        "20",
+        "--no-progress",
+    ];
     let out = pinpipe(&s, &args, &[("PINPIPE_GATEWAY_TOKEN", &x.token)]);
     assert_no_secret("emulate --to gateway", &text(&out), &x);
     // "emulate: 20 posts, N records acknowledged by ..."
@@ -247,9 +267,14 @@ fn json_logs_parse_line_by_line_under_load() {
     let mut assigned = 0;
     for line in stderr.lines() {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
-        assert!(v["timestamp"].is_string() && v["level"].is_string() && v["message"].is_string(), "{line}");
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string() && v["target"].is_string(),
+            "{line}"
+        );
+        // deltalake's kernel logs some events with fields and no message.
+        assert!(v["message"].is_null() || v["message"].is_string(), "{line}");
         lines += 1;
-        match v["message"].as_str().unwrap() {
+        match v["message"].as_str().unwrap_or_default() {
             "committed" => {
                 assert!(v["table"].is_string() && v["version"].is_u64(), "{line}");
                 committed += 1;
@@ -261,5 +286,8 @@ fn json_logs_parse_line_by_line_under_load() {
             _ => {}
         }
     }
-    assert!(committed >= 6 && assigned >= 12, "{lines} lines, {committed} commits, {assigned} assignments");
+    assert!(
+        committed >= 6 && assigned >= 12,
+        "{lines} lines, {committed} commits, {assigned} assignments"
+    );
 }

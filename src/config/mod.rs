@@ -197,6 +197,27 @@ impl Config {
         c
     }
 
+    /// Every secret's value (the ones [`Config::redacted`] hides), for the logger to redact.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = [&self.tables.access_key_id, &self.tables.secret_access_key]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        out.push(self.kinesis.access_key_id.clone());
+        out.push(self.kinesis.secret_access_key.clone());
+        out.extend(self.gateway.tokens.iter().cloned());
+        out.extend(
+            self.kafka
+                .properties
+                .iter()
+                .filter(|(k, _)| crate::sources::kafka::config::is_secret_property(k))
+                .map(|(_, v)| v.clone()),
+        );
+        out.retain(|s| !s.is_empty());
+        out
+    }
+
     /// The sections `pinpipe run` uses.
     pub fn run_config(&self) -> crate::run::RunConfig {
         crate::run::RunConfig {
@@ -288,6 +309,23 @@ mod tests {
             c.kafka.properties.insert(k.into(), v.into());
         }
         let text = toml::to_string_pretty(&c.redacted()).unwrap();
+        // The logger redacts the same values check-config hides.
+        let mut secrets = c.secrets();
+        secrets.sort();
+        let mut hidden = vec![
+            "AKIA-kinesis",
+            "AKIA-tables",
+            "gw-token",
+            "kinesis-secret",
+            "key-pw",
+            "oauth-secret",
+            "pem-key",
+            "sasl-pw",
+            "store-pw",
+            "tables-secret",
+        ];
+        hidden.sort();
+        assert_eq!(secrets, hidden);
         for secret in [
             "AKIA-tables",
             "tables-secret",

@@ -174,7 +174,12 @@ mod tests {
         ] {
             assert!(is_secret_property(k), "{k}");
         }
-        for k in ["sasl.username", "ssl.key.location", "ssl.ca.location", "security.protocol"] {
+        for k in [
+            "sasl.username",
+            "ssl.key.location",
+            "ssl.ca.location",
+            "security.protocol",
+        ] {
             assert!(!is_secret_property(k), "{k}");
         }
     }
