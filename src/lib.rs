@@ -8,9 +8,11 @@
 //! - [`run`] and [`demo`]: `pinpipe run` (the sources driving the writers) and the
 //!   embedded demo; [`gateway`]: the ingest HTTP API; [`emulate`]: the post generator.
 //! - [`report`] and [`maintain`]: the analytics questions (DataFusion SQL) and table upkeep;
-//!   [`replay`]: the clean tables rebuilt from the raw tables.
+//!   [`replay`]: the clean tables rebuilt from the raw tables;
+//!   [`status`]: one screen of tables, positions, lag, leases and dead letters.
 //! - [`metrics`]: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` routes.
-//! - [`config`]: the configuration file and overrides, gathering each component's section.
+//! - [`config`]: the configuration file and overrides, gathering each component's section;
+//!   [`logging`]: the `[log]` section and the logger (text or JSON lines).
 //! - At the bottom: [`shutdown`] (one stop for every loop), [`backoff`] (one retry pause),
 //!   [`actors`] (the actix state helper), [`validate`] (the config error).
 // Error enums carry the table and source key they concern; they are on the cold path, so
@@ -24,6 +26,7 @@ pub mod config;
 pub mod demo;
 pub mod emulate;
 pub mod gateway;
+pub mod logging;
 pub mod maintain;
 pub mod metrics;
 pub mod replay;
@@ -32,6 +35,7 @@ pub mod run;
 pub mod shutdown;
 pub mod sink;
 pub mod sources;
+pub mod status;
 pub mod validate;
 
 /// Runs `fut` inside an actix `System` backed by a multi-threaded tokio runtime: writer

@@ -11,11 +11,6 @@ use pinpipe::run::RunOptions;
 use pinpipe::sink::Writers;
 use pinpipe::sources::batch::{self, BatchOptions, Input};
 
-/// Warnings, minus two expected ones from deltalake: the "no files in log segment" error
-/// it logs when a table is about to be created, and "no statistics for a binary column"
-/// (the dead-letter `raw` column) on every flush.
-const DEFAULT_LOG: &str = "warn,buoyant_kernel::snapshot::builder=off,deltalake_core::writer::stats=error";
-
 #[derive(Parser)]
 #[command(
     name = "pinpipe",
@@ -27,9 +22,10 @@ struct Cli {
     /// with PINPIPE__SECTION__KEY environment variables.
     #[arg(long, global = true, env = "PINPIPE_CONFIG")]
     config: Option<PathBuf>,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `pinpipe=debug`.
-    #[arg(long, global = true, env = "PINPIPE_LOG", default_value = DEFAULT_LOG)]
-    log: String,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `pinpipe=debug`, over the
+    /// config's `log.level` [default: warnings].
+    #[arg(long, global = true, env = "PINPIPE_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -166,8 +162,37 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
-    /// Load and validate the configuration, then print it.
+    /// Load and validate the configuration, then print it (secrets shown as "***").
     CheckConfig,
+    /// One screen of state: per table its version, rows, files, bytes and last commit; per
+    /// Kafka partition or Kinesis shard the position stored in the tables, the broker's
+    /// end, the lag and the lease; dead letters by reason. Exits 2 when a table's last
+    /// commit is older than --stale-after while its source has records waiting.
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// Folder or s3:// URI of the tables [default: tables.location].
+    #[arg(long)]
+    tables: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: StatusFormat,
+    /// A table whose last commit is older than this while records wait is stale (exit 2).
+    #[arg(long, default_value = "5m", value_parser = pinpipe::status::parse_duration)]
+    stale_after: std::time::Duration,
+    /// Dead letters are counted over the files committed in this window.
+    #[arg(long, default_value = "1h", value_parser = pinpipe::status::parse_duration)]
+    dead_letter_window: std::time::Duration,
+    /// Bound of each broker or stream call; a broker that does not answer is shown as unknown.
+    #[arg(long, default_value = "3s", value_parser = pinpipe::status::parse_duration)]
+    timeout: std::time::Duration,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StatusFormat {
+    Table,
+    Json,
 }
 
 /// `emulate --concurrency` when not given.
@@ -211,16 +236,16 @@ struct EmulateArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    // The config chooses the log format, so it is read before anything logs; a config
+    // that does not load is reported below with the default logger.
+    let cfg = Config::load(cli.config.as_deref());
+    let log = cfg.as_ref().map(|c| c.log.clone()).unwrap_or_default();
+    let mut secrets = cfg.as_ref().map(Config::secrets).unwrap_or_default();
+    // `emulate --to gateway`'s token may come from the environment rather than the config.
+    secrets.extend(std::env::var("PINPIPE_GATEWAY_TOKEN"));
+    pinpipe::logging::init(&log, cli.log.as_deref(), secrets);
+    match cfg.map_err(anyhow::Error::from).and_then(|cfg| run(cli, cfg)) {
+        Ok(code) => code,
         // `report | head` closed stdout: the reader has what it wanted.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
@@ -280,20 +305,49 @@ impl Command {
             | Command::Demo { tables, .. }
             | Command::Report { tables, .. }
             | Command::Maintain { tables, .. } => tables.as_deref(),
+            Command::Status(a) => a.tables.as_deref(),
             // Replay's --tables is its destination, not the live tables.
             Command::Emulate(_) | Command::Gateway { .. } | Command::CheckConfig | Command::Replay { .. } => None,
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut cfg = Config::load(cli.config.as_deref())?;
+fn run(cli: Cli, mut cfg: Config) -> anyhow::Result<ExitCode> {
     if let Some(t) = cli.command.tables() {
         cfg.tables.location = t.to_string();
     }
-    match cli.command {
+    if let Command::Status(args) = &cli.command {
+        cfg.validate()?;
+        return run_status(&cfg, args);
+    }
+    run_command(cfg, cli.command).map(|()| ExitCode::SUCCESS)
+}
+
+/// `pinpipe status`: prints what it could read (unknown parts say why) and exits 2 when a
+/// table is stale.
+fn run_status(cfg: &Config, a: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let opts = pinpipe::status::StatusOptions {
+        stale_after: a.stale_after,
+        dead_letter_window: a.dead_letter_window,
+        timeout: a.timeout,
+    };
+    let status = pinpipe::block_on_tokio(pinpipe::status::collect(cfg, &opts));
+    let text = match a.format {
+        StatusFormat::Json => status.to_json(),
+        StatusFormat::Table => status.to_table(),
+    };
+    use std::io::Write as _;
+    writeln!(std::io::stdout(), "{}", text.trim_end())?;
+    Ok(ExitCode::from(status.exit_code()))
+}
+
+fn run_command(mut cfg: Config, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::CheckConfig => {
-            print!("{}", toml::to_string_pretty(&cfg).context("printing config")?);
+            print!(
+                "{}",
+                toml::to_string_pretty(&cfg.redacted()).context("printing config")?
+            );
             Ok(())
         }
         Command::Batch {
@@ -311,8 +365,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.validate()?;
             anyhow::ensure!(partitions > 0, "--partitions must be at least 1");
             let summary = pinpipe::block_on(pinpipe::demo::demo(cfg.run_config(), &cfg.emulate, count, partitions))?;
-            println!("{}", summary.line());
-            print_tables(&cfg)
+            print_tables(&cfg)?;
+            println!("{}", summary.text(&cfg.tables.location));
+            Ok(())
         }
         Command::Run {
             stop_after,
@@ -389,6 +444,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             run_replay(&cfg, tables, in_place, &opts)
         }
+        Command::Status(_) => unreachable!("handled by run"),
     }
 }
 

@@ -326,6 +326,29 @@ fn demo_runs_to_completion() {
     );
     assert!(stdout.contains("run: 900 records"), "{stdout}");
     assert!(stdout.contains("tables under"), "{stdout}");
+    // The rate is not read as pinpipe's speed: the summary says what limited it, and ends
+    // with the next commands, which work on the tables the demo wrote.
+    assert!(stdout.contains("what limited the rate:"), "{stdout}");
+    let t = tables.to_str().unwrap();
+    for next in ["report", "status"] {
+        assert!(stdout.contains(&format!("pinpipe {next} --tables {t}")), "{stdout}");
+    }
+    let status = std::process::Command::new(BIN)
+        .args(["status", "--format", "json", "--tables", t])
+        .current_dir(dir.path())
+        .env_remove("PINPIPE_CONFIG")
+        .env("PINPIPE_LOG", "warn")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(status.status.success(), "{v:#}");
+    let rows: u64 = v["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rows, 900, "{v:#}");
     let mut total = 0;
     for kind in Kind::ALL {
         for name in [kind.to_string(), format!("{kind}_dead_letter")] {

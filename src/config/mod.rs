@@ -15,6 +15,9 @@ use crate::clean::{Kind, DEFAULT_MAX_RECORD_BYTES};
 use crate::sink::{RawConfig, TablesConfig, WriterConfig};
 use crate::validate::{ensure, invalid, Invalid};
 
+/// What a secret is printed as.
+pub const REDACTED: &str = "***";
+
 /// The default config file, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/pinpipe.toml";
 
@@ -32,6 +35,7 @@ pub struct Config {
     pub kinesis: crate::sources::kinesis::KinesisConfig,
     pub metrics: crate::metrics::MetricsConfig,
     pub gateway: crate::gateway::GatewayConfig,
+    pub log: crate::logging::LogConfig,
 }
 
 /// `[clean]`: limits of per-record cleaning.
@@ -159,12 +163,61 @@ impl Config {
         self.kinesis.validate()?;
         self.metrics.addr().map_err(|m| invalid("metrics.listen", m))?;
         self.gateway.validate().map_err(|(key, m)| invalid(key, m))?;
+        self.log.validate()?;
         ensure(
             self.kafka.enabled || self.kinesis.enabled,
             "kafka.enabled",
             "kafka.enabled and kinesis.enabled are both false: `pinpipe run` would read nothing",
         )?;
         Ok(())
+    }
+
+    /// The config with every secret shown as [`REDACTED`]: the gateway's tokens, the AWS
+    /// keys of `[tables]` and `[kinesis]`, and Kafka properties that hold passwords, keys
+    /// or secrets. What `check-config` prints.
+    pub fn redacted(&self) -> Self {
+        let mut c = self.clone();
+        let hide = |v: &mut String| {
+            if !v.is_empty() {
+                *v = REDACTED.into();
+            }
+        };
+        for v in [&mut c.tables.access_key_id, &mut c.tables.secret_access_key]
+            .into_iter()
+            .flatten()
+        {
+            hide(v);
+        }
+        hide(&mut c.kinesis.access_key_id);
+        hide(&mut c.kinesis.secret_access_key);
+        c.gateway.tokens.iter_mut().for_each(hide);
+        for (k, v) in c.kafka.properties.iter_mut() {
+            if crate::sources::kafka::config::is_secret_property(k) {
+                hide(v);
+            }
+        }
+        c
+    }
+
+    /// Every secret's value (the ones [`Config::redacted`] hides), for the logger to redact.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = [&self.tables.access_key_id, &self.tables.secret_access_key]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        out.push(self.kinesis.access_key_id.clone());
+        out.push(self.kinesis.secret_access_key.clone());
+        out.extend(self.gateway.tokens.iter().cloned());
+        out.extend(
+            self.kafka
+                .properties
+                .iter()
+                .filter(|(k, _)| crate::sources::kafka::config::is_secret_property(k))
+                .map(|(_, v)| v.clone()),
+        );
+        out.retain(|s| !s.is_empty());
+        out
     }
 
     /// The sections `pinpipe run` uses.
@@ -238,6 +291,63 @@ mod tests {
         // And it loads as it is.
         let cfg: Config = toml::from_str(text).unwrap();
         cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn redacted_hides_every_secret() {
+        let mut c = Config::default();
+        c.tables.access_key_id = Some("AKIA-tables".into());
+        c.tables.secret_access_key = Some("tables-secret".into());
+        c.kinesis.access_key_id = "AKIA-kinesis".into();
+        c.kinesis.secret_access_key = "kinesis-secret".into();
+        c.gateway.tokens = vec!["gw-token".into()];
+        for (k, v) in [
+            ("sasl.password", "sasl-pw"),
+            ("ssl.key.password", "key-pw"),
+            ("ssl.keystore.password", "store-pw"),
+            ("sasl.oauthbearer.client.secret", "oauth-secret"),
+            ("ssl.key.pem", "pem-key"),
+            ("sasl.username", "alice"),
+        ] {
+            c.kafka.properties.insert(k.into(), v.into());
+        }
+        let text = toml::to_string_pretty(&c.redacted()).unwrap();
+        // The logger redacts the same values check-config hides.
+        let mut secrets = c.secrets();
+        secrets.sort();
+        let mut hidden = vec![
+            "AKIA-kinesis",
+            "AKIA-tables",
+            "gw-token",
+            "kinesis-secret",
+            "key-pw",
+            "oauth-secret",
+            "pem-key",
+            "sasl-pw",
+            "store-pw",
+            "tables-secret",
+        ];
+        hidden.sort();
+        assert_eq!(secrets, hidden);
+        for secret in [
+            "AKIA-tables",
+            "tables-secret",
+            "AKIA-kinesis",
+            "kinesis-secret",
+            "gw-token",
+            "sasl-pw",
+            "key-pw",
+            "store-pw",
+            "oauth-secret",
+            "pem-key",
+        ] {
+            assert!(!text.contains(secret), "{secret} in:\n{text}");
+        }
+        // What is not secret stays readable.
+        assert!(text.contains("alice") && text.contains(REDACTED), "{text}");
+        // Unset secrets stay unset (a "***" would read as set).
+        let plain = toml::to_string_pretty(&Config::default().redacted()).unwrap();
+        assert!(!plain.contains(REDACTED), "{plain}");
     }
 
     #[test]

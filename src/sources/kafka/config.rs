@@ -146,9 +146,43 @@ impl KafkaConfig {
     }
 }
 
+/// Whether a librdkafka property holds a secret (a password, a private key, a client
+/// secret, a JAAS config): `check-config` prints its value as `***`.
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password")
+        || k.contains("secret")
+        || k.contains("jaas")
+        || k == "sasl.oauthbearer.config"
+        || (k.starts_with("ssl.key") && !k.ends_with(".location"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_properties() {
+        for k in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "ssl.key.pem",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.config",
+            "sasl.jaas.config",
+        ] {
+            assert!(is_secret_property(k), "{k}");
+        }
+        for k in [
+            "sasl.username",
+            "ssl.key.location",
+            "ssl.ca.location",
+            "security.protocol",
+        ] {
+            assert!(!is_secret_property(k), "{k}");
+        }
+    }
 
     #[test]
     fn msk_iam_rejects_contradicting_properties() {

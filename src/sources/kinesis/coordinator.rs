@@ -269,7 +269,7 @@ impl Coordinator {
             Ok(w) => Some(w),
             Err(e) => {
                 self.env.source.error("LeaseStore");
-                tracing::warn!(error = %e, "lease write failed");
+                tracing::warn!(stream = %key.0, shard = %key.1, error = %e, "lease write failed");
                 None
             }
         }
@@ -308,7 +308,7 @@ impl Coordinator {
         let current = match self.leases.read(&key.0, &key.1).await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "lease read failed");
+                tracing::warn!(stream = %key.0, shard = %key.1, error = %e, "lease read failed");
                 return;
             }
         };
@@ -378,7 +378,7 @@ impl Coordinator {
                 }
                 Err(e) => {
                     self.env.source.error("LeaseStore");
-                    tracing::warn!(error = %e, "lease read failed");
+                    tracing::warn!(stream = %key.0, shard = %key.1, error = %e, "lease read failed");
                 }
             }
         }

@@ -151,6 +151,34 @@ impl LeaseStore {
         }
     }
 
+    /// The lease of `shard` and when it was last written (the object's or file's
+    /// modification time): what `pinpipe status` shows as the lease's age. Read only.
+    pub async fn inspect(
+        &self,
+        stream: &str,
+        shard: &str,
+    ) -> Result<Option<(Lease, Option<std::time::SystemTime>)>, LeaseError> {
+        let rel = Self::rel(stream, shard);
+        match &self.backend {
+            Backend::Object { store, prefix } => {
+                let path = prefix.clone().join_rel(&rel);
+                let got = match store.get(&path).await {
+                    Ok(g) => g,
+                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                    Err(source) => return Err(store_err(&path, source)),
+                };
+                let modified = std::time::SystemTime::from(got.meta.last_modified);
+                let bytes = got.bytes().await.map_err(|source| store_err(&path, source))?;
+                Ok(Some((parse(path.as_ref(), &bytes)?, Some(modified))))
+            }
+            Backend::Folder(dir) => {
+                let file = dir.join(&rel);
+                let modified = std::fs::metadata(&file).and_then(|m| m.modified()).ok();
+                Ok(read_file(&file)?.map(|(l, _)| (l, modified)))
+            }
+        }
+    }
+
     /// Writes `lease` if the stored version is still `expect` (`None`: only if absent).
     pub async fn write(
         &self,

@@ -378,7 +378,7 @@ impl ShardState {
                     KinesisMetrics.throttled(&self.spec.stream);
                 }
                 let pause = self.backoff.next_pause();
-                tracing::debug!(shard = %self.spec.shard, %code, attempt = self.backoff.attempts(), "GetRecords failed; backing off");
+                tracing::debug!(stream = %self.spec.stream, shard = %self.spec.shard, error = %code, attempt = self.backoff.attempts(), "GetRecords failed; backing off");
                 Next::After(pause)
             }
         }
