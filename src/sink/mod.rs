@@ -14,6 +14,7 @@ pub mod checkpoint;
 mod config;
 pub mod damage;
 pub mod plan;
+pub mod stall;
 pub mod table;
 pub mod table_sink;
 pub mod writer;
@@ -28,7 +29,8 @@ use crate::clean::{dead_letter_schema, raw_schema, schema, Kind, RAW_PARTITION};
 pub use checkpoint::{Position, SourceKey, SourceKind};
 pub use config::{RawConfig, WriterConfig};
 pub use table::{TableError, TablesConfig};
-pub use table_sink::{FlushOutcome, SinkStats, Stall, TableSink, WriterError};
+pub use stall::Stall;
+pub use table_sink::{FlushOutcome, SinkStats, TableSink, WriterError};
 pub use writer::{Append, Checkpoints, CommitObserver, Flush, Stats, TableWriter};
 pub use writers::{Positions, Writers};
 
