@@ -13,7 +13,7 @@ use pinpipe::run::RunOptions;
 use pinpipe::sink::Writers;
 use pinpipe::sources::batch::{self, BatchOptions, Input};
 
-use cli::{Cli, Command, EmulateArgs, ReplayArgs, StatusArgs, Target, DEFAULT_CONCURRENCY};
+use cli::{Cli, Command, EmulateArgs, ReplayArgs, StatusArgs, StatusFormat, Target, DEFAULT_CONCURRENCY};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

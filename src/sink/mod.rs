@@ -28,8 +28,8 @@ use crate::clean::{dead_letter_schema, raw_schema, schema, Kind, RAW_PARTITION};
 
 pub use checkpoint::{Position, SourceKey, SourceKind};
 pub use config::{RawConfig, WriterConfig};
-pub use table::{TableError, TablesConfig};
 pub use stall::Stall;
+pub use table::{TableError, TablesConfig};
 pub use table_sink::{FlushOutcome, SinkStats, TableSink, WriterError};
 pub use writer::{Append, Checkpoints, CommitObserver, Flush, Stats, TableWriter};
 pub use writers::{Positions, Writers};
