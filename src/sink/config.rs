@@ -2,6 +2,7 @@
 
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::validate::{ensure, Invalid};
@@ -62,6 +63,10 @@ impl WriterConfig {
             ))
             .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
+            // `raw` (record bytes, in the dead-letter and raw tables) never repeats and is
+            // never filtered on: a dictionary and min/max statistics only cost memory.
+            .set_column_dictionary_enabled(ColumnPath::from("raw"), false)
+            .set_column_statistics_enabled(ColumnPath::from("raw"), EnabledStatistics::None)
             .build()
     }
 
