@@ -9,9 +9,9 @@
 //! Secrets never reach a log line. pinpipe's own events format no config section, token or
 //! Kafka property value, but dependencies do at debug level (deltalake's S3 store prints
 //! its credentials' key id), so the logger is also handed the secrets themselves
-//! ([`Config::secrets`](crate::config::Config::secrets)) and [`Redacting`] writes each
-//! of them as `***` whatever event carries it. [`Config::redacted`](crate::config::Config::redacted)
-//! is what `check-config` prints.
+//! (`Config::secrets`, gathered by the config, which depends on this module and not the
+//! other way round) and [`Redacting`] writes each of them as [`REDACTED`] whatever event
+//! carries it. `Config::redacted` is what `check-config` prints.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,9 @@ use crate::validate::{ensure, Invalid};
 /// it logs when a table is about to be created, and "no statistics for a binary column"
 /// (the dead-letter `raw` column) on every flush.
 pub const DEFAULT_LEVEL: &str = "warn,buoyant_kernel::snapshot::builder=off,deltalake_core::writer::stats=error";
+
+/// What a secret is printed as, in logs and in `check-config`.
+pub const REDACTED: &str = "***";
 
 /// `[log]` config section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,7 +103,7 @@ impl Redacting {
         let mut out = std::borrow::Cow::Borrowed(line);
         for s in self.secrets.iter() {
             if out.contains(s.as_str()) {
-                out = std::borrow::Cow::Owned(out.replace(s.as_str(), crate::config::REDACTED));
+                out = std::borrow::Cow::Owned(out.replace(s.as_str(), REDACTED));
             }
         }
         out

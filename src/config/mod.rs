@@ -15,8 +15,8 @@ use crate::clean::{Kind, DEFAULT_MAX_RECORD_BYTES};
 use crate::sink::{RawConfig, TablesConfig, WriterConfig};
 use crate::validate::{ensure, invalid, Invalid};
 
-/// What a secret is printed as.
-pub const REDACTED: &str = "***";
+/// What a secret is printed as (defined beside the logger, which redacts the same way).
+pub use crate::logging::REDACTED;
 
 /// The default config file, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/pinpipe.toml";
