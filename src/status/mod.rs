@@ -26,7 +26,8 @@ use serde::Serialize;
 
 use crate::clean::Kind;
 use crate::config::Config;
-use crate::sink::{Position, SourceKey, SourceKind, TableRole};
+use crate::sink::{PerTable, Position, SourceKey, SourceKind, TableRole};
+use crate::sources::partition::{self, Resume};
 
 /// What `pinpipe status` is asked.
 #[derive(Debug, Clone)]
@@ -215,17 +216,21 @@ fn stored_kind(tables: &[TableStatus], key: &SourceKey) -> Option<Kind> {
         .find(|k| TableRole::ALL.iter().any(|r| r.table_name(*k) == t.name))
 }
 
-/// The lower of the stored positions, where the source resumes (`None` if a table has none).
+/// Where the source resumes, by the sources' own rule ([`partition::resume`]) over the
+/// tables listed: `None` when it reads from the beginning or starts new.
 pub(crate) fn resume_position(positions: &BTreeMap<String, Option<Position>>) -> Option<Position> {
-    let mut lowest: Option<Position> = None;
-    for p in positions.values() {
-        let p = p.as_ref()?;
-        lowest = Some(match lowest {
-            Some(l) if p.covers(&l) => l,
-            _ => p.clone(),
-        });
+    let mut stored: PerTable<Option<Position>> = PerTable::default();
+    let mut roles = Vec::new();
+    for (name, p) in positions {
+        if let Some((_, role)) = TableRole::of_table(name) {
+            *stored.get_mut(role) = p.clone();
+            roles.push(role);
+        }
     }
-    lowest
+    match partition::resume(&stored, &roles) {
+        Resume::From(p) => Some(p),
+        Resume::Beginning | Resume::New => None,
+    }
 }
 
 impl Status {
@@ -400,6 +405,18 @@ mod tests {
         assert_eq!(p(Some(5), Some(3)), Some(Position::Offset(3)));
         assert_eq!(p(Some(3), Some(5)), Some(Position::Offset(3)));
         assert_eq!(p(Some(3), None), None);
+    }
+
+    #[test]
+    fn a_raw_table_without_positions_resumes_where_the_clean_tables_are() {
+        // As the sources do: a raw table created on older tables adopts their positions.
+        let m: BTreeMap<String, Option<Position>> = [
+            ("pin".to_string(), Some(Position::Offset(7))),
+            ("pin_dead_letter".to_string(), Some(Position::Offset(4))),
+            ("pin_raw".to_string(), None),
+        ]
+        .into();
+        assert_eq!(resume_position(&m), Some(Position::Offset(4)));
     }
 
     #[test]
