@@ -145,7 +145,7 @@ pub async fn start_writers(
     writer: &WriterConfig,
 ) -> Result<Writers, WriterError> {
     if raw.enabled {
-        Writers::start_with_raw(tables, &raw.tables(tables), writer, &Kind::ALL, None).await
+        Writers::start_with_raw(tables, raw, writer, &Kind::ALL, None).await
     } else {
         Writers::start(tables, writer, &Kind::ALL, None).await
     }

@@ -362,6 +362,10 @@ mod tests {
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("writer.zstd_level") && e.contains("1..=22"), "{e}");
         let mut c = Config::default();
+        c.raw.zstd_level = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("raw.zstd_level") && e.contains("1..=22"), "{e}");
+        let mut c = Config::default();
         c.tables.location = "gs://x/y".into();
         assert!(c.validate().unwrap_err().to_string().contains("tables.location"));
         let mut c = Config::default();

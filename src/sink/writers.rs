@@ -10,7 +10,8 @@ use actix::Addr;
 
 use super::writer::{Checkpoints, CommitObserver, Flush, Stats, TableWriter};
 use super::{
-    FlushOutcome, PerTable, Position, SourceKey, Stall, TableRole, TableSink, TablesConfig, WriterConfig, WriterError,
+    FlushOutcome, PerTable, Position, RawConfig, SourceKey, Stall, TableRole, TableSink, TablesConfig, WriterConfig,
+    WriterError,
 };
 use crate::clean::Kind;
 use crate::metrics::Readiness;
@@ -26,7 +27,8 @@ impl Positions {
     }
 }
 
-/// The running writers.
+/// The running writers (a clone addresses the same actors).
+#[derive(Clone)]
 pub struct Writers {
     addrs: HashMap<Kind, PerTable<Option<Addr<TableWriter>>>>,
     roles: Vec<TableRole>,
@@ -45,10 +47,10 @@ impl Writers {
         Self::start_roles(tables, None, cfg, kinds, on_commit).await
     }
 
-    /// Like [`Writers::start`], plus the raw tables at `raw` (their own location).
+    /// Like [`Writers::start`], plus the raw tables (`raw`: their location and level).
     pub async fn start_with_raw(
         tables: &TablesConfig,
-        raw: &TablesConfig,
+        raw: &RawConfig,
         cfg: &WriterConfig,
         kinds: &[Kind],
         on_commit: Option<CommitObserver>,
@@ -58,7 +60,7 @@ impl Writers {
 
     async fn start_roles(
         tables: &TablesConfig,
-        raw: Option<&TablesConfig>,
+        raw: Option<&RawConfig>,
         cfg: &WriterConfig,
         kinds: &[Kind],
         on_commit: Option<CommitObserver>,
@@ -67,11 +69,14 @@ impl Writers {
         if raw.is_some() {
             roles.push(TableRole::Raw);
         }
+        let raw_tables = raw.map(|r| r.tables(tables));
         // A raw row is the whole record (several times a cleaned row's bytes) and is read
         // only by a replay: a quarter of the buffer keeps three raw tables from doubling
-        // the process's memory, at the price of smaller raw files (maintain compacts them).
+        // the process's memory, at the price of smaller raw files (maintain compacts them),
+        // and a level of its own (every record's bytes are compressed once more there).
         let raw_cfg = WriterConfig {
             max_bytes: (cfg.max_bytes / 4).max(1024),
+            zstd_level: raw.map_or(cfg.zstd_level, |r| r.zstd_level),
             ..cfg.clone()
         };
         let mut addrs = HashMap::new();
@@ -81,7 +86,7 @@ impl Writers {
             let mut kind_stalls: PerTable<Option<Arc<Stall>>> = PerTable::default();
             for &role in &roles {
                 let at = if role == TableRole::Raw {
-                    raw.unwrap_or(tables)
+                    raw_tables.as_ref().unwrap_or(tables)
                 } else {
                     tables
                 };
