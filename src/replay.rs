@@ -135,6 +135,11 @@ fn check_schema(name: &str, table: &DeltaTable) -> Result<(), ReplayError> {
 }
 
 /// Replays the raw tables into `dest` (clean and dead-letter writers).
+///
+/// Each kind's raw table is read and routed on a thread of its own (the kinds write
+/// disjoint tables, so their order does not matter): the cleaning, not the reading, is
+/// where a replay spends its CPU, and one thread per kind keeps both cores busy. Their
+/// sorts share `opts.memory_limit`.
 pub async fn run(
     raw: Vec<(Kind, DeltaTable)>,
     dest: &Writers,
@@ -144,30 +149,25 @@ pub async fn run(
     let before = dest.stats().await;
     let stored = dest.checkpoints().await?;
     let bar = progress_bar(opts.progress);
+    bar.set_message(raw.iter().map(|(k, _)| TableRole::Raw.table_name(*k)).collect::<Vec<_>>().join(", "));
+    let mut per_kind = opts.clone();
+    per_kind.memory_limit = (opts.memory_limit / raw.len().max(1)).max(1 << 20);
+    let done: Vec<_> = raw
+        .into_iter()
+        .map(|(kind, table)| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let (dest, stored, opts, bar) = (dest.clone(), stored.clone(), per_kind.clone(), bar.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(crate::block_on_tokio(replay_table(kind, table, &dest, &stored, &opts, &bar)));
+            });
+            rx
+        })
+        .collect();
     let mut summary = ReplaySummary::default();
-    for (kind, table) in raw {
-        let name = TableRole::Raw.table_name(kind);
-        bar.set_message(name.clone());
-        let mut rows = read_sorted(table, opts);
-        let mut replayer = Replayer {
-            kind,
-            table: &name,
-            dest,
-            stored: &stored,
-            opts,
-            router: None,
-        };
-        while let Some(batch) = rows.recv().await {
-            let batch = batch.map_err(|source| ReplayError::Query {
-                table: name.clone(),
-                source,
-            })?;
-            let (n, present) = replayer.batch(&batch).await?;
-            summary.records += n;
-            summary.present += present;
-            bar.inc(n);
-        }
-        replayer.finish().await?;
+    for rx in done {
+        let (n, present) = rx.await.map_err(|_| WriterError::Stopped)??;
+        summary.records += n;
+        summary.present += present;
     }
     dest.flush_all().await?;
     bar.finish_and_clear();
@@ -178,6 +178,40 @@ pub async fn run(
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Reads and routes one kind's raw table; returns (rows, rows the destination had already).
+async fn replay_table(
+    kind: Kind,
+    table: DeltaTable,
+    dest: &Writers,
+    stored: &Positions,
+    opts: &ReplayOptions,
+    bar: &ProgressBar,
+) -> Result<(u64, u64), ReplayError> {
+    let name = TableRole::Raw.table_name(kind);
+    let mut rows = read_sorted(table, opts);
+    let mut replayer = Replayer {
+        kind,
+        table: &name,
+        dest,
+        stored,
+        opts,
+        router: None,
+    };
+    let (mut records, mut present) = (0, 0);
+    while let Some(batch) = rows.recv().await {
+        let batch = batch.map_err(|source| ReplayError::Query {
+            table: name.clone(),
+            source,
+        })?;
+        let (n, p) = replayer.batch(&batch).await?;
+        records += n;
+        present += p;
+        bar.inc(n);
+    }
+    replayer.finish().await?;
+    Ok((records, present))
 }
 
 fn progress_bar(show: bool) -> ProgressBar {
