@@ -57,15 +57,17 @@ fn main() {
         progress: false,
     };
     let writer = WriterConfig::default();
-    // The same input three ways: batch without the raw tables, batch with them (the
-    // default), and a replay of those raw tables into new clean tables.
-    let batch_into = |name: &str, raw: bool| {
+    // The same input four ways: batch without the raw tables, batch with them (the
+    // default), a replay of those raw tables into new clean tables, and batch with the raw
+    // tables at the clean tables' zstd level (what `[raw] zstd_level` saves).
+    let batch_into = |name: &str, raw: Option<i32>| {
         let tables = TablesConfig {
             location: dir.path().join(name).to_str().expect("utf-8 path").into(),
             ..Default::default()
         };
         let raw_cfg = pinpipe::sink::RawConfig {
-            enabled: raw,
+            enabled: raw.is_some(),
+            zstd_level: raw.unwrap_or(1),
             ..Default::default()
         };
         let t = Instant::now();
@@ -76,9 +78,10 @@ fn main() {
         .expect("batch run");
         (tables, s, t.elapsed().as_secs_f64())
     };
-    let (_, s_noraw, secs_noraw) = batch_into("tables-noraw", false);
+    let (_, s_noraw, secs_noraw) = batch_into("tables-noraw", None);
     let rss_noraw = peak_rss_mb();
-    let (tables, s, secs) = batch_into("tables", true);
+    let raw_level = pinpipe::sink::RawConfig::default().zstd_level;
+    let (tables, s, secs) = batch_into("tables", Some(raw_level));
     let e2e = s.records as f64 / secs;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let e2e_mbs = summary.bytes as f64 / 1e6 / secs;
@@ -101,13 +104,15 @@ fn main() {
     let t = Instant::now();
     let replayed = pinpipe::block_on(async {
         let raw = pinpipe::replay::open_raw(&tables, &Kind::ALL).await?;
-        let writers = pinpipe::run::start_writers(&dest, &Default::default(), &writer).await?;
+        // As `pinpipe replay` does: clean and dead-letter tables only.
+        let writers = pinpipe::sink::Writers::start(&dest, &writer, &Kind::ALL, None).await?;
         let r = pinpipe::replay::run(raw, &writers, &replay_opts).await?;
         Ok::<_, anyhow::Error>(r)
     })
     .expect("replay");
     let secs_replay = t.elapsed().as_secs_f64();
     assert_eq!(replayed.records, s.records, "replay read every raw record");
+    let (_, s_z, secs_z) = batch_into("tables-raw-z", Some(writer.zstd_level));
     let bytes_of = |name: &str| support::dir_bytes(&dir.path().join(name));
     // The same posts the files above hold.
     let mut gen = Generator::from_config(&cfg.emulate).expect("emulator config");
@@ -152,8 +157,15 @@ fn main() {
         noraw / base,
         (1.0 - e2e / noraw) * 100.0
     );
+    let z = s_z.records as f64 / secs_z;
     println!(
-        "bytes written: {:.1} MB with raw tables, {:.1} MB without ({:.2}x); input {:.1} MB",
+        "batch, raw tables at zstd {}:       {z:>12.0} records/s; raw tables cost {:.0}% of throughput; {:.1} MB written",
+        writer.zstd_level,
+        (1.0 - z / noraw) * 100.0,
+        bytes_of("tables-raw-z") as f64 / 1e6
+    );
+    println!(
+        "bytes written: {:.1} MB with raw tables (zstd {raw_level}), {:.1} MB without ({:.2}x); input {:.1} MB",
         bytes_of("tables") as f64 / 1e6,
         bytes_of("tables-noraw") as f64 / 1e6,
         bytes_of("tables") as f64 / bytes_of("tables-noraw").max(1) as f64,
