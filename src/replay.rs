@@ -149,7 +149,12 @@ pub async fn run(
     let before = dest.stats().await;
     let stored = dest.checkpoints().await?;
     let bar = progress_bar(opts.progress);
-    bar.set_message(raw.iter().map(|(k, _)| TableRole::Raw.table_name(*k)).collect::<Vec<_>>().join(", "));
+    bar.set_message(
+        raw.iter()
+            .map(|(k, _)| TableRole::Raw.table_name(*k))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     let mut per_kind = opts.clone();
     per_kind.memory_limit = (opts.memory_limit / raw.len().max(1)).max(1 << 20);
     let done: Vec<_> = raw
@@ -158,7 +163,9 @@ pub async fn run(
             let (tx, rx) = tokio::sync::oneshot::channel();
             let (dest, stored, opts, bar) = (dest.clone(), stored.clone(), per_kind.clone(), bar.clone());
             std::thread::spawn(move || {
-                let _ = tx.send(crate::block_on_tokio(replay_table(kind, table, &dest, &stored, &opts, &bar)));
+                let _ = tx.send(crate::block_on_tokio(replay_table(
+                    kind, table, &dest, &stored, &opts, &bar,
+                )));
             });
             rx
         })
