@@ -16,11 +16,11 @@ mod source;
 use std::sync::LazyLock;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 pub use server::{health_routes, serve, Health, MetricsConfig, MetricsError, MetricsServer, Readiness};
-pub use source::{KinesisMetrics, PartitionMetrics, SourceMetrics};
+pub use source::{KinesisMetrics, PartitionMetrics, ShardLag, SourceMetrics};
 
 /// Buckets of the flush and commit histograms (seconds): a local commit takes
 /// milliseconds, an S3 commit under contention seconds.
@@ -64,6 +64,9 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// `stream`, `shard`: GetRecords' MillisBehindLatest (Kinesis lag).
     pub millis_behind: IntGaugeVec,
+    /// The sum of this process's shards' MillisBehindLatest, in seconds: the Kinesis
+    /// autoscaling signal, next to `lag` (Kafka's, in records).
+    pub kinesis_lag: Gauge,
     /// `stream`: GetRecords calls the server throttled.
     pub kinesis_throttles: IntCounterVec,
     /// `event`: shard lease transitions of this process.
@@ -112,6 +115,16 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(lag.clone())).expect("metric registered once");
+        // Seconds, not records: Kinesis says how far behind the tip a reader is in time
+        // (MillisBehindLatest, free with every GetRecords) and never in records.
+        let kinesis_lag = Gauge::new(
+            "pinpipe_kinesis_lag_seconds",
+            "Seconds behind: the sum over this process's owned shards of GetRecords' MillisBehindLatest \
+             (the Kinesis autoscaling signal; 0 when caught up)",
+        )
+        .expect("valid metric");
+        r.register(Box::new(kinesis_lag.clone()))
+            .expect("metric registered once");
         let ready = IntGauge::new("pinpipe_ready", "1 when /readyz answers 200").expect("valid metric");
         r.register(Box::new(ready.clone())).expect("metric registered once");
         let paused = prometheus::CounterVec::new(
@@ -229,6 +242,7 @@ impl Metrics {
                 "How far an owned shard's reader is behind the tip of the shard (GetRecords' MillisBehindLatest)",
                 &["stream", "shard"],
             ),
+            kinesis_lag,
             kinesis_throttles: counter(
                 &r,
                 "pinpipe_kinesis_throttled_calls_total",
@@ -375,6 +389,8 @@ mod tests {
             "pinpipe_flush_duration_seconds_bucket{table=\"pin\",le=\"0.025\"} ",
             "pinpipe_owned_partitions{source=\"kafka\"} 0",
             "pinpipe_lag_records 0",
+            // (its value is another test's: `kinesis_lag_is_the_sum_of_the_owned_shards`)
+            "# TYPE pinpipe_kinesis_lag_seconds gauge",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

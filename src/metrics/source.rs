@@ -2,6 +2,7 @@
 //! names its events (`owned(n)`, `error(code)`, `lease("taken")`), never label arrays.
 //! Bound once per source or partition, so the hot path does no label lookups.
 
+use prometheus::core::Collector;
 use prometheus::{Counter, IntCounter, IntGauge};
 
 use super::metrics;
@@ -114,18 +115,78 @@ impl KinesisMetrics {
         metrics().kinesis_throttles.with_label_values(&[stream]).inc();
     }
 
-    /// The gauge of a shard's MillisBehindLatest.
-    pub fn behind(&self, stream: &str, shard: &str) -> IntGauge {
-        metrics().millis_behind.with_label_values(&[stream, shard])
+    /// The lag handle of an owned shard.
+    pub fn behind(&self, stream: &str, shard: &str) -> ShardLag {
+        ShardLag(metrics().millis_behind.with_label_values(&[stream, shard]))
     }
 
-    /// Drops a released shard's gauge.
+    /// Drops a released shard's gauge; the process's sum no longer counts it.
     pub fn forget(&self, stream: &str, shard: &str) {
         let _ = metrics().millis_behind.remove_label_values(&[stream, shard]);
+        sum_kinesis_lag();
     }
 
-    /// The source stopped.
+    /// The source stopped: no shard, no lag.
     pub fn stopped(&self) {
         metrics().millis_behind.reset();
+        metrics().kinesis_lag.set(0.0);
+    }
+}
+
+/// An owned shard's MillisBehindLatest, kept summed into `pinpipe_kinesis_lag_seconds`.
+#[derive(Clone)]
+pub struct ShardLag(IntGauge);
+
+impl ShardLag {
+    /// The shard's reader is `millis` behind the tip (from the last GetRecords).
+    pub fn set(&self, millis: i64) {
+        // Recomputed from the per-shard series rather than kept by adding differences:
+        // a shard released by another task (`forget`) cannot leave a stale part behind.
+        // A process owns tens of shards at most, and this runs once per GetRecords.
+        self.0.set(millis.max(0));
+        sum_kinesis_lag();
+    }
+}
+
+fn sum_kinesis_lag() {
+    let m = metrics();
+    let millis: f64 = m
+        .millis_behind
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .map(|series| series.get_gauge().get_value())
+        .sum();
+    m.kinesis_lag.set(millis / 1000.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinesis_lag_is_the_sum_of_the_owned_shards() {
+        let k = KinesisMetrics;
+        let lag = || metrics().kinesis_lag.get();
+        let a = k.behind("lag-test", "shard-a");
+        let b = k.behind("lag-test", "shard-b");
+        a.set(1_500);
+        b.set(2_500);
+        assert_eq!(lag(), 4.0);
+        // A negative answer (clock skew on the server) counts as caught up.
+        b.set(-20);
+        assert_eq!(lag(), 1.5);
+        b.set(500);
+        k.forget("lag-test", "shard-a");
+        assert_eq!(lag(), 0.5, "a released shard no longer counts");
+        b.set(0);
+        assert_eq!(lag(), 0.0, "caught up is zero");
+        b.set(9_000);
+        k.stopped();
+        assert_eq!(lag(), 0.0);
+        assert!(
+            !metrics().render().contains("lag-test"),
+            "stopped drops every shard's series"
+        );
     }
 }

@@ -35,7 +35,7 @@ use super::KinesisConfig;
 use crate::actors::Shared;
 use crate::backoff::Backoff;
 use crate::clean::{Kind, RecordMeta};
-use crate::metrics::{KinesisMetrics, PartitionMetrics, SourceMetrics};
+use crate::metrics::{KinesisMetrics, PartitionMetrics, ShardLag, SourceMetrics};
 use crate::shutdown::Shutdown;
 use crate::sink::{PerTable, Position, SourceKey, SourceKind, WriterError, Writers};
 use crate::sources::partition::{resume, Resume, Router, RunStats};
@@ -145,7 +145,7 @@ struct ShardState {
     since: Option<Instant>,
     backoff: Backoff,
     metrics: PartitionMetrics,
-    behind: prometheus::IntGauge,
+    behind: ShardLag,
 }
 
 /// Owns one leased shard.
