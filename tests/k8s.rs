@@ -25,6 +25,10 @@ fn partitions_per_topic(overlay: &str) -> u64 {
 }
 /// The target lag per replica of the HPA and the ScaledObject.
 const TARGET_LAG: &str = "50000";
+/// The target Kinesis seconds behind per replica, and the shards the manifests are sized
+/// for (4 per stream): the Kinesis signal is clamped at `KINESIS_SHARDS * 60` s.
+const TARGET_KINESIS_SECONDS: &str = "60";
+const KINESIS_SHARDS: u64 = 12;
 
 fn ops_bin(name: &str) -> PathBuf {
     let dir = std::env::var_os("PINPIPE_OPS_BIN")
@@ -344,6 +348,19 @@ fn check_overlay(overlay: &str) {
             "{overlay}"
         );
         assert_eq!(t["threshold"], TARGET_LAG, "{overlay}");
+        // The larger of the Kafka and the Kinesis signal: KEDA takes the maximum over its
+        // triggers. The Kinesis total is clamped so it never asks for more replicas than
+        // there are shards.
+        let k = &so["spec"]["triggers"][1]["metadata"];
+        assert_eq!(so["spec"]["triggers"].as_array().unwrap().len(), 2, "{overlay}");
+        assert_eq!(k["threshold"], TARGET_KINESIS_SECONDS, "{overlay}");
+        let clamp = KINESIS_SHARDS * TARGET_KINESIS_SECONDS.parse::<u64>().unwrap();
+        assert_eq!(
+            k["query"],
+            format!("clamp_max(sum(pinpipe_kinesis_lag_seconds{{namespace=\"pinpipe\"}}), {clamp})"),
+            "{overlay}"
+        );
+        assert_eq!(k["metricType"], "AverageValue", "{overlay}");
         assert_eq!(so["spec"]["scaleTargetRef"]["name"], dep["metadata"]["name"]);
         (
             so["spec"]["minReplicaCount"].as_u64().unwrap(),
@@ -355,6 +372,11 @@ fn check_overlay(overlay: &str) {
         let m = &hpa["spec"]["metrics"][0]["external"];
         assert_eq!(m["metric"]["name"], "pinpipe_lag_records", "{overlay}");
         assert_eq!(m["target"]["averageValue"], TARGET_LAG, "{overlay}");
+        // The HPA, too, takes the larger of its metrics' replica counts.
+        assert_eq!(hpa["spec"]["metrics"].as_array().unwrap().len(), 2, "{overlay}");
+        let k = &hpa["spec"]["metrics"][1]["external"];
+        assert_eq!(k["metric"]["name"], "pinpipe_kinesis_lag_seconds", "{overlay}");
+        assert_eq!(k["target"]["averageValue"], TARGET_KINESIS_SECONDS, "{overlay}");
         assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], dep["metadata"]["name"]);
         (
             hpa["spec"]["minReplicas"].as_u64().unwrap(),
