@@ -2,7 +2,8 @@
 //! harness on 127.0.0.1): exactly-once across SIGKILL, leases shared and taken over by two
 //! processes with no two readers of a shard at once, splits and merges mid-run with children
 //! after parents, throttling that slows the reader without loss, and a process whose wall
-//! clock is minutes off and then jumps (libfaketime) still never sharing a shard.
+//! clock is minutes off and then jumps (libfaketime) still never sharing a shard, and the
+//! Kinesis lag signal rising under a paused reader and returning to 0 on a real Prometheus.
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,7 +15,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use support::kinesis::{emulate, run, setup, streams, KinesisServer, LOG};
-use support::proc::{assert_unique_lineage_from, metric_sum, scrape, Proc, Setup};
+use support::proc::{assert_unique_lineage_from, metric_sum, scrape, signal, Proc, Setup};
+use support::prometheus::Prometheus;
 use support::proxy::{aws_json_error, FaultProxy};
 
 /// Waits until exactly `n` rows are committed, checks they stay `n` and carry no duplicate
@@ -336,7 +338,7 @@ fn throttling_slows_the_reader_without_loss() {
     assert!(names.len() >= 3, "{names:?}");
     for n in names {
         assert!(
-            text.contains(&format!("\n{n}{{")),
+            text.contains(&format!("\n{n}{{")) || text.contains(&format!("\n{n} ")),
             "{n} plotted but not exported:\n{text}"
         );
     }
@@ -520,4 +522,61 @@ fn skewed_and_jumping_wall_clocks_never_make_two_owners() {
         events(&b_log),
         events(&c.log_text())
     );
+}
+
+#[test]
+fn kinesis_lag_rises_under_a_paused_reader_and_returns_to_zero() {
+    // kinesis-local: kinesalite answers MillisBehindLatest 0 on open shards, always.
+    let server = KinesisServer::start();
+    let port = support::free_port();
+    let s = setup(&server.endpoint(), "klag", &format!("127.0.0.1:{port}"));
+    for stream in streams("klag") {
+        server.create_stream(&stream, 1);
+    }
+    emulate(&s, 50, 31);
+    // Small reads, so that catching up takes several GetRecords calls, each reporting how
+    // far behind the tip it still is (one large read would catch up in a single call).
+    let slow = |name: &str| {
+        s.spawn_env(
+            name,
+            &["run", "--no-progress"],
+            &[
+                ("PINPIPE_LOG", LOG.to_string()),
+                ("PINPIPE__KINESIS__WORKER_ID", name.to_string()),
+                ("PINPIPE__KINESIS__MAX_RECORDS_PER_CALL", "20".to_string()),
+                ("PINPIPE__KINESIS__MIN_CALL_INTERVAL_MS", "250".to_string()),
+            ],
+        )
+    };
+    let mut a = slow("a");
+    exactly(&s, 150, &mut [&mut a]);
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/alerts/pinpipe.rules.yml");
+    let prom = Prometheus::start(&[port], &[std::path::Path::new(rules)]);
+    prom.wait_for("pinpipe:kinesis_lag_seconds:sum", Duration::from_secs(30), |v| v == 0.0);
+
+    // Pause the reader and put a backlog in two parts 3 s apart: kinesis-local's
+    // MillisBehindLatest is the arrival time of the shard's last record minus that of the
+    // last record returned, so the first reads after the pause are seconds behind.
+    signal(&a.child, "STOP");
+    emulate(&s, 150, 32);
+    std::thread::sleep(Duration::from_secs(3));
+    emulate(&s, 150, 33);
+    signal(&a.child, "CONT");
+    let peak = prom.wait_for(
+        "max_over_time(pinpipe:kinesis_lag_seconds:sum[2m])",
+        Duration::from_secs(30),
+        |v| v >= 2.0,
+    );
+    // Seconds behind, summed over 3 shards: no more than the backlog's age on each.
+    assert!(peak < 3.0 * 120.0, "peak {peak} s");
+    let per_shard = prom
+        .scalar("max(max_over_time(pinpipe_kinesis_millis_behind_latest[2m]))")
+        .unwrap();
+    assert!(
+        per_shard >= 1000.0 * peak / 3.0,
+        "shards' peak {per_shard} ms, sum {peak} s"
+    );
+    prom.wait_for("pinpipe_kinesis_lag_seconds", Duration::from_secs(60), |v| v == 0.0);
+    exactly(&s, 1050, &mut [&mut a]);
+    assert!(a.terminate(Duration::from_secs(20)).success(), "{}", a.tail());
 }
