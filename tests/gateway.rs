@@ -866,3 +866,219 @@ fn the_gateway_serves_the_routes_of_its_own_settings() {
     assert_eq!(server.count_records("streaming-gk-user"), 1, "nothing produced");
     assert!(g.terminate(Duration::from_secs(20)).success(), "{}", g.tail());
 }
+
+const AWS_KEY_ID: &str = "AKIAPINPIPEGATEWAY";
+const AWS_SECRET: &str = "gw/Secret+Key0123456789abcdefghijklmnopq";
+
+/// boto3 (PyPI, in the venv of the tests' moto server, which depends on it) against the
+/// gateway's Kinesis API: `count` records with PutRecord, then the same with PutRecords in
+/// one call, after a DescribeStreamSummary; prints one JSON line of what it saw.
+const BOTO3: &str = r#"
+import base64, json, sys
+import boto3
+url, key_id, secret, stream, count, first = sys.argv[1:7]
+count, first = int(count), int(first)
+c = boto3.client("kinesis", endpoint_url=url, region_name="eu-west-1",
+                 aws_access_key_id=key_id, aws_secret_access_key=secret)
+summary = c.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]
+shards = c.list_shards(StreamName=stream)["Shards"]
+rec = lambda i: json.dumps({"ind": i, "age": 30, "first_name": "boto", "last_name": "3",
+                            "date_joined": "2020-01-01 00:00:00"}).encode()
+single = [c.put_record(StreamName=stream, Data=rec(first + i), PartitionKey=str(i))["SequenceNumber"]
+          for i in range(count)]
+batch = c.put_records(StreamName=stream, Records=[
+    {"Data": rec(first + count + i), "PartitionKey": str(i)} for i in range(count)])
+print(json.dumps({"status": summary["StreamStatus"], "open_shards": summary["OpenShardCount"],
+                  "shards": [s["ShardId"] for s in shards], "single": len(single),
+                  "failed": batch["FailedRecordCount"], "batch": len(batch["Records"])}))
+"#;
+
+/// Issue #25: unmodified AWS SDK clients (boto3 and the `aws-sdk-kinesis` crate) given the
+/// gateway's URL as their endpoint put records with Signature Version 4 signed requests;
+/// exactly those records become rows through the Kinesis source. A wrong secret, an unknown
+/// key, a request dated 10 minutes back and an unsigned request are refused in the Kinesis
+/// API's error shapes, and produce nothing.
+#[test]
+fn aws_sdks_put_through_the_kinesis_api_with_signed_requests() {
+    let (broker, server) = brokers("sdk", 1, 2);
+    let port = free_port();
+    let keys = format!("\n[gateway.aws_keys]\n{AWS_KEY_ID} = \"{AWS_SECRET}\"\n");
+    let s = setup(&broker, Some(&server.endpoint()), "sdk", port, &keys);
+    let mut g = gateway(&s, port);
+    let url = format!("http://127.0.0.1:{port}");
+    let (user, pin) = ("streaming-sdk-user", "streaming-sdk-pin");
+
+    // boto3: 25 PutRecord calls and one PutRecords of 25.
+    let python = support::tool("PINPIPE_MOTO_SERVER", "venv/bin/moto_server").with_file_name("python");
+    let out = Command::new(&python)
+        .args(["-c", BOTO3, &url, AWS_KEY_ID, AWS_SECRET, user, "25", "1000"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "boto3: {}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+        g.tail()
+    );
+    let seen = json_of(String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(seen["status"], "ACTIVE", "{seen}");
+    assert_eq!(seen["open_shards"], 2, "{seen}");
+    assert_eq!(seen["shards"].as_array().unwrap().len(), 2, "{seen}");
+    assert_eq!(
+        (seen["single"].as_u64(), seen["batch"].as_u64()),
+        (Some(25), Some(25)),
+        "{seen}"
+    );
+    assert_eq!(seen["failed"], 0, "{seen}");
+    assert_eq!(server.count_records(user), 50);
+
+    // The aws-sdk-kinesis crate: one PutRecord, one PutRecords of 30 (by stream ARN).
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+    let client = |id: &str, secret: &str, clock: Option<std::time::SystemTime>| {
+        let mut cfg = support::kinesis::sdk_config(&url, id, secret);
+        if let Some(at) = clock {
+            cfg = cfg.time_source(aws_smithy_async::time::StaticTimeSource::new(at));
+        }
+        aws_sdk_kinesis::Client::from_conf(cfg.build())
+    };
+    let pin_record = |i: usize| Blob::new(format!(r#"{{"index":{i},"unique_id":"u{i}","title":"sdk"}}"#));
+    let ok = client(AWS_KEY_ID, AWS_SECRET, None);
+    let one = server
+        .block_on(
+            ok.put_record()
+                .stream_name(pin)
+                .data(pin_record(0))
+                .partition_key("p")
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{}\n{}", aws_sdk_kinesis::error::DisplayErrorContext(&e), g.tail()));
+    assert!(one.shard_id().starts_with("shardId-"), "{one:?}");
+    let entries: Vec<PutRecordsRequestEntry> = (1..=30)
+        .map(|i| {
+            PutRecordsRequestEntry::builder()
+                .data(pin_record(i))
+                .partition_key(format!("p{i}"))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let arn = format!("arn:aws:kinesis:us-east-1:000000000000:stream/{pin}");
+    let many = server
+        .block_on(
+            ok.put_records()
+                .stream_arn(&arn)
+                .set_records(Some(entries.clone()))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_kinesis::error::DisplayErrorContext(&e)));
+    assert_eq!(many.failed_record_count(), Some(0));
+    assert_eq!(many.records().len(), 30);
+    assert_eq!(server.count_records(pin), 31);
+
+    // Refused, each in its own words, and nothing reaches the stream.
+    // A client per call: after a refusal the SDK corrects its clock by the answer's `Date`
+    // (as it would against AWS), so only its first call is sent with the skewed date.
+    let minutes_ago = std::time::SystemTime::now() - Duration::from_secs(600);
+    for (what, id, secret, clock, code, says) in [
+        (
+            "wrong secret",
+            AWS_KEY_ID,
+            "not-the-secret",
+            None,
+            "InvalidSignatureException",
+            "does not match",
+        ),
+        (
+            "unknown key",
+            "AKIAUNKNOWN",
+            AWS_SECRET,
+            None,
+            "UnrecognizedClientException",
+            "invalid",
+        ),
+        (
+            "expired date",
+            AWS_KEY_ID,
+            AWS_SECRET,
+            Some(minutes_ago),
+            "InvalidSignatureException",
+            "Signature expired",
+        ),
+    ] {
+        use aws_sdk_kinesis::error::ProvideErrorMetadata;
+        let c = client(id, secret, clock);
+        let single = server.block_on(
+            c.put_record()
+                .stream_name(pin)
+                .data(pin_record(99))
+                .partition_key("p")
+                .send(),
+        );
+        let e = single.expect_err(what);
+        assert_eq!(
+            e.code(),
+            Some(code),
+            "{what}: {}",
+            aws_sdk_kinesis::error::DisplayErrorContext(&e)
+        );
+        assert!(
+            e.message().unwrap_or_default().contains(says),
+            "{what}: {:?}",
+            e.message()
+        );
+        let c = client(id, secret, clock);
+        let batch = server.block_on(
+            c.put_records()
+                .stream_name(pin)
+                .set_records(Some(entries.clone()))
+                .send(),
+        );
+        assert_eq!(batch.expect_err(what).code(), Some(code), "{what}");
+    }
+    // Unsigned; and another service's operation.
+    let body = br#"{"StreamName":"streaming-sdk-pin","Data":"e30=","PartitionKey":"k"}"#;
+    let target = ("X-Amz-Target", "Kinesis_20131202.PutRecord");
+    let ct = ("Content-Type", "application/x-amz-json-1.1");
+    let (code, head, resp) = http_with_head(port, "POST", "/", &[target, ct], body).unwrap();
+    assert_eq!(code, 400, "{resp}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("x-amzn-errortype: missingauthenticationtokenexception"),
+        "{head}"
+    );
+    assert_eq!(
+        json_of(&resp)["__type"],
+        "MissingAuthenticationTokenException",
+        "{resp}"
+    );
+    let (code, _, resp) = http_with_head(
+        port,
+        "POST",
+        "/",
+        &[("X-Amz-Target", "DynamoDB_20120810.PutItem"), ct],
+        b"{}",
+    )
+    .unwrap();
+    assert_eq!(
+        (code, json_of(&resp)["__type"].clone()),
+        (400, "UnknownOperationException".into()),
+        "{resp}"
+    );
+    assert_eq!(server.count_records(pin), 31, "the refused requests put nothing");
+    assert_eq!(server.count_records(user), 50);
+
+    // `pinpipe run` reads exactly the 81 acknowledged records into rows (clean or dead
+    // letters), none twice.
+    let mut run = s.spawn("run", &["run", "--no-progress", "--stop-after", "81"]);
+    s.wait_rows(81, Duration::from_secs(120), &mut [&mut run, &mut g]);
+    assert!(run.terminate(Duration::from_secs(30)).success(), "{}", run.tail());
+    let rows = s.rows();
+    assert_eq!(rows.values().map(Vec::len).sum::<usize>(), 81);
+    assert_unique_lineage_from(&rows, "kinesis");
+    assert!(g.terminate(Duration::from_secs(20)).success(), "{}", g.tail());
+    // Nothing the gateway logged holds the secret (tests/logs.rs checks every command).
+    let log = std::fs::read_to_string(&g.log).unwrap();
+    assert!(!log.contains(AWS_SECRET), "{log}");
+}

@@ -1,6 +1,6 @@
-//! Structured logs and secrets. Every secret the config can hold (the gateway's tokens, a
-//! SASL password and an SSL key password in `[kafka.properties]`, the AWS keys of `[tables]`
-//! and `[kinesis]`) is set to a unique string, every command that reads the config runs
+//! Structured logs and secrets. Every secret the config can hold (the gateway's tokens and
+//! AWS secret keys, a SASL password and an SSL key password in `[kafka.properties]`, the
+//! AWS keys of `[tables]` and `[kinesis]`) is set to a unique string, every command that reads the config runs
 //! against real servers (the Kafka mock broker, kinesis-local, moto's S3) with debug logs,
 //! and no byte of stdout or stderr may contain a secret. `[log] format = "json"` gives one
 //! JSON object per line, with the filtering fields at the top level, under load.
@@ -31,6 +31,7 @@ struct Secrets {
     tables_secret: String,
     kinesis_key_id: String,
     kinesis_secret: String,
+    gateway_aws_secret: String,
 }
 
 impl Secrets {
@@ -43,10 +44,11 @@ impl Secrets {
             tables_secret: secret("tables-secret"),
             kinesis_key_id: secret("AKIAKINESIS"),
             kinesis_secret: secret("kinesis-secret"),
+            gateway_aws_secret: secret("gateway-aws-secret"),
         }
     }
 
-    fn all(&self) -> [&str; 7] {
+    fn all(&self) -> [&str; 8] {
         [
             &self.token,
             &self.sasl,
@@ -55,6 +57,7 @@ impl Secrets {
             &self.tables_secret,
             &self.kinesis_key_id,
             &self.kinesis_secret,
+            &self.gateway_aws_secret,
         ]
     }
 }
@@ -98,6 +101,7 @@ listen = "127.0.0.1:0"
 [gateway]
 listen = "127.0.0.1:{gateway_port}"
 tokens = ["{token}"]
+aws_keys = {{ AKIALOGSTEST = "{gateway_aws}" }}
 workers = 1
 {kafka}"sasl.password" = "{sasl}"
 "ssl.key.password" = "{ssl_key}"
@@ -107,6 +111,7 @@ workers = 1
         secret = x.tables_secret,
         raw = dir.path().join("raw").display(),
         token = x.token,
+        gateway_aws = x.gateway_aws_secret,
         kafka = kafka_toml(broker, "lg"),
         sasl = x.sasl,
         ssl_key = x.ssl_key,

@@ -7,7 +7,8 @@
 //!   parse as their type (a fraction for an integer key is refused).
 //! - Lists (`gateway.tokens`, `gateway.topics`, `gateway.streams`): comma-separated
 //!   (`PINPIPE__GATEWAY__TOKENS=a,b`), or a JSON array.
-//! - Maps (`kafka.properties`, `kafka.topics`, `kinesis.streams`): one entry per variable,
+//! - Maps (`kafka.properties`, `kafka.topics`, `kinesis.streams`, `gateway.aws_keys`): one
+//!   entry per variable,
 //!   `PINPIPE__KAFKA__PROPERTIES__<key>=<value>`, where the key keeps its case and each
 //!   `__` in it stands for a dot (`PINPIPE__KAFKA__PROPERTIES__ssl__ca__location` sets
 //!   `ssl.ca.location`); or the whole map as a JSON object in `PINPIPE__KAFKA__PROPERTIES`.
@@ -49,7 +50,7 @@ pub fn overrides(
         if !default.is_object() {
             return Err(bad(
                 &name,
-                "only a map key (kafka.properties, kafka.topics, kinesis.streams) takes an entry",
+                "only a map key (kafka.properties, kafka.topics, kinesis.streams, gateway.aws_keys) takes an entry",
             ));
         }
         let map = table.entry(key).or_insert_with(|| Value::Object(Map::new()));

@@ -191,6 +191,7 @@ impl Config {
         hide(&mut c.kinesis.access_key_id);
         hide(&mut c.kinesis.secret_access_key);
         c.gateway.tokens.iter_mut().for_each(hide);
+        c.gateway.aws_keys.values_mut().for_each(hide);
         for (k, v) in c.kafka.properties.iter_mut() {
             if crate::sources::kafka::config::is_secret_property(k) {
                 hide(v);
@@ -209,6 +210,7 @@ impl Config {
         out.push(self.kinesis.access_key_id.clone());
         out.push(self.kinesis.secret_access_key.clone());
         out.extend(self.gateway.tokens.iter().cloned());
+        out.extend(self.gateway.aws_keys.values().cloned());
         out.extend(
             self.kafka
                 .properties
@@ -301,6 +303,7 @@ mod tests {
         c.kinesis.access_key_id = "AKIA-kinesis".into();
         c.kinesis.secret_access_key = "kinesis-secret".into();
         c.gateway.tokens = vec!["gw-token".into()];
+        c.gateway.aws_keys = [("AKIAGATEWAY".into(), "gw-aws-secret".into())].into();
         for (k, v) in [
             ("sasl.password", "sasl-pw"),
             ("ssl.key.password", "key-pw"),
@@ -319,6 +322,7 @@ mod tests {
             "AKIA-kinesis",
             "AKIA-tables",
             "gw-token",
+            "gw-aws-secret",
             "kinesis-secret",
             "key-pw",
             "oauth-secret",
@@ -335,6 +339,7 @@ mod tests {
             "AKIA-kinesis",
             "kinesis-secret",
             "gw-token",
+            "gw-aws-secret",
             "sasl-pw",
             "key-pw",
             "store-pw",

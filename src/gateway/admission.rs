@@ -147,7 +147,11 @@ fn content_type_is(req: &HttpRequest, allowed: &[&str]) -> bool {
 
 /// Reads the body, refusing one over the limit before reading it when Content-Length says
 /// so, and as soon as it passes the limit otherwise (chunked uploads).
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, Reject> {
+pub(super) async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, Reject> {
     let too_large = |n: String| {
         reject(
             413,

@@ -131,6 +131,10 @@ pub fn kinesis_records(body: &[u8]) -> Result<KinesisBody<'_>, BodyError> {
             stream_name = Some(c.string("StreamName")?);
             Ok(())
         }
+        "StreamARN" => {
+            stream_name = Some(stream_of_arn(&c.string("StreamARN")?)?);
+            Ok(())
+        }
         "Records" => {
             let mut out = Vec::new();
             c.array("Records", |c, i| {
@@ -141,7 +145,7 @@ pub fn kinesis_records(body: &[u8]) -> Result<KinesisBody<'_>, BodyError> {
             Ok(())
         }
         other => Err(shape(format!(
-            "unrecognized field {other:?} (expected StreamName, Records)"
+            "unrecognized field {other:?} (expected StreamName or StreamARN, Records)"
         ))),
     })?;
     let records = records.ok_or_else(|| shape("no \"Records\" field"))?;
@@ -169,6 +173,16 @@ fn kinesis_entry<'a>(
                     *s = Some(c.string("StreamName")?);
                 }
             }
+            "StreamARN" if stream_name.is_some() => {
+                if let Some(s) = stream_name.as_deref_mut() {
+                    *s = Some(stream_of_arn(&c.string("StreamARN")?)?);
+                }
+            }
+            // PutRecord's ordering hint: the gateway puts a request's records in order
+            // anyway, one stream at a time, so it is accepted and not needed.
+            "SequenceNumberForOrdering" if stream_name.is_some() => {
+                c.string("SequenceNumberForOrdering")?;
+            }
             other => return Err(shape(format!("{at}: unrecognized field {other:?}"))),
         }
         Ok(())
@@ -185,6 +199,20 @@ fn kinesis_entry<'a>(
         partition_key,
         explicit_hash_key: hash,
     })
+}
+
+/// The stream name of `arn:<partition>:kinesis:<region>:<account>:stream/<name>` (what SDKs
+/// send when the client names a stream by ARN).
+fn stream_of_arn(arn: &str) -> Result<String, BodyError> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts[..] {
+        ["arn", _, "kinesis", _, _, resource] => resource
+            .strip_prefix("stream/")
+            .filter(|n| !n.is_empty() && !n.contains('/'))
+            .map(str::to_string)
+            .ok_or_else(|| shape(format!("StreamARN {arn:?} names no stream"))),
+        _ => Err(shape(format!("StreamARN {arn:?} is not a Kinesis stream ARN"))),
+    }
 }
 
 /// Accepted base64: the standard alphabet (what the AWS SDKs, boto3 and the KPL send),
@@ -417,6 +445,34 @@ mod tests {
             br#"{"Records":[{"Data":1,"PartitionKey":"k","StreamName":"s"}]}"#
         ))
         .contains("unrecognized field \"StreamName\""));
+    }
+
+    #[test]
+    fn sdk_fields_stream_arn_and_ordering_hint() {
+        let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/streaming-p-pin";
+        let body =
+            format!(r#"{{"StreamARN":"{arn}","Data":"e30=","PartitionKey":"k","SequenceNumberForOrdering":"7"}}"#);
+        let one = kinesis_record(body.as_bytes()).unwrap();
+        assert_eq!(one.stream_name.as_deref(), Some("streaming-p-pin"));
+        let body = format!(r#"{{"StreamARN":"{arn}","Records":[{{"Data":"e30=","PartitionKey":"k"}}]}}"#);
+        let many = kinesis_records(body.as_bytes()).unwrap();
+        assert_eq!(many.stream_name.as_deref(), Some("streaming-p-pin"));
+        for bad in [
+            "arn:aws:s3:::bucket",
+            "arn:aws:kinesis:us-east-1:1:stream/",
+            "arn:aws:kinesis:us-east-1:1:stream/a/consumer/c",
+        ] {
+            let body = format!(r#"{{"StreamARN":"{bad}","Data":"e30=","PartitionKey":"k"}}"#);
+            assert!(
+                matches!(kinesis_record(body.as_bytes()), Err(BodyError::Shape(m)) if m.contains("StreamARN")),
+                "{bad}"
+            );
+        }
+        // The ordering hint belongs to PutRecord only.
+        assert!(kinesis_records(
+            br#"{"Records":[{"Data":"e30=","PartitionKey":"k","SequenceNumberForOrdering":"1"}]}"#
+        )
+        .is_err());
     }
 
     #[test]

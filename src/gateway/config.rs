@@ -2,7 +2,7 @@
 //! request's cost bounded. Validation names the key; whether tokens exist is checked when
 //! the gateway starts, since other commands do not need them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,11 @@ pub struct GatewayConfig {
     pub auth: String,
     /// Accepted tokens (plus those in `PINPIPE_GATEWAY_TOKENS`).
     pub tokens: Vec<String>,
+    /// The Kinesis JSON API route (`POST /`): AWS access key id → secret access key. An
+    /// AWS SDK signs its requests with one of them (Signature Version 4) and the gateway
+    /// checks the signature; no key, no request (unless `auth = "none"`). From the
+    /// environment: `PINPIPE__GATEWAY__AWS_KEYS__<key id>=<secret>`.
+    pub aws_keys: BTreeMap<String, String>,
     /// Largest request body (bytes); a larger one gets a 413 before it is read.
     pub max_body_bytes: usize,
     /// Most records in one request.
@@ -52,6 +57,7 @@ impl Default for GatewayConfig {
             listen: "127.0.0.1:8082".into(),
             auth: "token".into(),
             tokens: Vec::new(),
+            aws_keys: BTreeMap::new(),
             max_body_bytes: 5 << 20,
             max_records: 500,
             max_record_bytes: 1 << 20,
@@ -96,6 +102,22 @@ impl GatewayConfig {
         }
         if self.tokens.iter().any(|t| t.trim().is_empty() || t.trim() != t) {
             return Err(("gateway.tokens", "a token is empty or has surrounding spaces".into()));
+        }
+        // Access key ids are upper-case letters and digits (AKIA..., ASIA...); a secret
+        // with spaces around it is a copy-paste slip that would fail every signature.
+        for (id, secret) in &self.aws_keys {
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err((
+                    "gateway.aws_keys",
+                    format!("access key id {id:?}: letters and digits only"),
+                ));
+            }
+            if secret.is_empty() || secret.trim() != secret {
+                return Err((
+                    "gateway.aws_keys",
+                    format!("the secret of {id}: empty or with surrounding spaces"),
+                ));
+            }
         }
         if self.max_body_bytes < 1024 {
             return Err(("gateway.max_body_bytes", "must be at least 1024".into()));
@@ -170,6 +192,14 @@ mod tests {
         check(|c| c.listen = "localhost".into(), "gateway.listen");
         check(|c| c.auth = "basic".into(), "gateway.auth");
         check(|c| c.tokens = vec![" t".into()], "gateway.tokens");
+        check(
+            |c| c.aws_keys = [("AKIA X".into(), "s".into())].into(),
+            "gateway.aws_keys",
+        );
+        check(
+            |c| c.aws_keys = [("AKIAX".into(), "s ".into())].into(),
+            "gateway.aws_keys",
+        );
         check(|c| c.max_body_bytes = 10, "gateway.max_body_bytes");
         check(|c| c.max_records = 0, "gateway.max_records");
         check(|c| c.max_record_bytes = 10 << 20, "gateway.max_record_bytes");

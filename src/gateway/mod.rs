@@ -4,6 +4,8 @@
 //!   `{"offsets":[{"partition":p,"offset":o,...}]}` or `{"error_code":..,"message":..}`.
 //! - `PUT /streams/{stream}/record` and `/records`: the Kinesis-style bodies of the record
 //!   contract; answers with shard ids and sequence numbers, or `{"__type":..,"message":..}`.
+//! - `POST /` with `X-Amz-Target: Kinesis_20131202.PutRecord|PutRecords|...`: the Kinesis
+//!   JSON API, for unmodified AWS SDKs, signed with Signature Version 4 ([`kinesis_api`]).
 //! - `/metrics`, `/healthz`, `/readyz` on the same listener, without authentication.
 //!
 //! Records are not cleaned here: the bytes of each `value` / `Data` go to the broker as
@@ -19,6 +21,7 @@
 //! | `server.rs` | start ([`serve`], [`run`]), the route table, the health routes, stop |
 //! | `admission.rs` | the state every worker shares; authentication, allow-lists, content type, body size |
 //! | `topics.rs`, `streams.rs` | the produce routes: parse, check the limits, produce, answer |
+//! | `kinesis_api.rs`, `sigv4.rs` | the Kinesis JSON API route and its AWS Signature Version 4 check |
 //! | `body.rs` | request bodies, parsed without re-encoding the records |
 //! | `kafka.rs`, `kinesis.rs` | producing: the idempotent producer, PutRecords with retries |
 //! | `refusal.rs` | every refusal, in the Kafka REST proxy's and Kinesis' error shapes |
@@ -29,9 +32,11 @@ pub mod body;
 mod config;
 pub mod kafka;
 pub mod kinesis;
+mod kinesis_api;
 mod meter;
 mod refusal;
 mod server;
+pub mod sigv4;
 mod streams;
 mod topics;
 

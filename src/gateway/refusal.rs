@@ -11,12 +11,18 @@ use super::kafka::Failure;
 
 /// What the REST proxy answers with.
 pub(super) const KAFKA_RESPONSE: &str = "application/vnd.kafka.v2+json";
+/// The Kinesis JSON API's media type, both ways.
+pub(super) const AWS_JSON: &str = "application/x-amz-json-1.1";
 
 /// Which API a route speaks, so a refusal is written in its error shape.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Api {
     Kafka,
     Kinesis,
+    /// The Kinesis JSON API itself (`POST /` with `X-Amz-Target`): AWS' JSON 1.1 error
+    /// shape, where every client error is a 400 named by `__type` and `x-amzn-ErrorType`
+    /// (an SDK reads the type, not the status); 5xx stay 5xx so SDKs retry them.
+    AwsJson,
 }
 
 /// A refused request: its status, the REST proxy `error_code`, the Kinesis `__type`.
@@ -55,11 +61,15 @@ impl Reject {
 
     /// The response in `api`'s error shape, with `extra` members merged into the body.
     pub(super) fn respond(&self, api: Api, extra: Option<serde_json::Value>) -> HttpResponse {
-        let mut r = HttpResponse::build(self.status);
+        let status = match api {
+            Api::AwsJson if self.status.is_client_error() => StatusCode::BAD_REQUEST,
+            _ => self.status,
+        };
+        let mut r = HttpResponse::build(status);
         if let Some(s) = self.retry_after {
             r.insert_header((header::RETRY_AFTER, s.to_string()));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if self.status == StatusCode::UNAUTHORIZED && !matches!(api, Api::AwsJson) {
             r.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"pinpipe\""));
         }
         let mut body = match api {
@@ -69,6 +79,11 @@ impl Reject {
             }
             Api::Kinesis => {
                 r.content_type("application/json");
+                json!({"__type": self.kind, "message": self.message})
+            }
+            Api::AwsJson => {
+                r.content_type(AWS_JSON);
+                r.insert_header(("x-amzn-ErrorType", self.kind));
                 json!({"__type": self.kind, "message": self.message})
             }
         };
@@ -187,5 +202,15 @@ mod tests {
         let kinesis = unauthorized.respond(Api::Kinesis, None);
         assert!(kinesis.headers().contains_key(header::WWW_AUTHENTICATE));
         assert_eq!(kinesis.headers().get(header::CONTENT_TYPE).unwrap(), "application/json");
+        // The AWS JSON API: client errors are 400s named by type, 503 stays a 503.
+        let aws = unauthorized.respond(Api::AwsJson, None);
+        assert_eq!(aws.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            aws.headers().get("x-amzn-ErrorType").unwrap(),
+            "UnrecognizedClientException"
+        );
+        assert_eq!(aws.headers().get(header::CONTENT_TYPE).unwrap(), AWS_JSON);
+        assert!(!aws.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(r.respond(Api::AwsJson, None).status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::admission::State;
 use super::kafka::KafkaSink;
+use super::kinesis_api::kinesis_api;
 use super::meter::count;
 use super::refusal::{reject, Api};
 use super::streams::{stream_record, stream_records};
@@ -147,22 +148,25 @@ fn tokens(gw: &GatewayConfig) -> Result<Option<Vec<String>>, GatewayError> {
         return Ok(None);
     }
     let t = gw.all_tokens(std::env::var(TOKENS_ENV).ok().as_deref());
-    if t.is_empty() {
+    // A gateway for AWS SDK clients only (signed requests on `POST /`) needs no token:
+    // the token routes then refuse every request.
+    if t.is_empty() && gw.aws_keys.is_empty() {
         return Err(config_err(
             "gateway.tokens",
             format!(
-                "no API keys configured: set gateway.tokens or {TOKENS_ENV}, \
-                 or gateway.auth = \"none\" to turn authentication off"
+                "no API keys configured: set gateway.tokens or {TOKENS_ENV} (or gateway.aws_keys \
+                 for the Kinesis API route), or gateway.auth = \"none\" to turn authentication off"
             ),
         ));
     }
     Ok(Some(t.into_iter().collect()))
 }
 
-/// The route table: the produce routes, the shared health routes (`/metrics`, `/healthz`,
+/// The route table: the produce routes (`POST /` is the Kinesis JSON API), the shared health routes (`/metrics`, `/healthz`,
 /// `/readyz`, without authentication), and a 404 in the API's shape.
 fn routes(app: &mut web::ServiceConfig, health: impl Fn(&mut web::ServiceConfig)) {
-    app.route("/topics/{topic}", web::post().to(topic_route))
+    app.route("/", web::post().to(kinesis_api))
+        .route("/topics/{topic}", web::post().to(topic_route))
         .route("/streams/{stream}/record", web::put().to(stream_record))
         .route("/streams/{stream}/records", web::put().to(stream_records))
         .configure(health)

@@ -69,18 +69,30 @@ async fn put_kinesis(
         content_types: &["application/json", "application/x-amz-json-1.1"],
     };
     let bytes = admit(req, payload, st, admitted).await.map_err(|r| (r, None))?;
-    let client = client.expect("admit checked the client is on");
     let records = parse(&bytes, stream, many, st).map_err(|r| (r, None))?;
-    let _permit = st.budget(records.len()).map_err(|r| (r, None))?;
-    let timeout = Duration::from_millis(st.cfg.produce_timeout_ms);
-    let put = kinesis::put(client, stream, &records, timeout);
-    let results = timed(Sink::Kinesis, records.len(), put).await;
-    if let Some(rej) = every_record_failed(&results, stream, st) {
-        return Err((rej, None));
-    }
+    let answer = put(st, stream, &records, many).await.map_err(|r| (r, None))?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
-        .body(answer(&results, many).to_string()))
+        .body(answer.to_string()))
+}
+
+/// What both Kinesis APIs share once a request's records are checked: the in-flight
+/// budget, the put, and the answer (PutRecords' shape when `many`, PutRecord's else).
+pub(super) async fn put(
+    st: &State,
+    stream: &str,
+    records: &[KinesisRecord<'_>],
+    many: bool,
+) -> Result<serde_json::Value, Reject> {
+    let client = st.kinesis.as_ref().expect("the routes check the Kinesis side is on");
+    let _permit = st.budget(records.len())?;
+    let timeout = Duration::from_millis(st.cfg.produce_timeout_ms);
+    let put = kinesis::put(client, stream, records, timeout);
+    let results = timed(Sink::Kinesis, records.len(), put).await;
+    if let Some(rej) = every_record_failed(&results, stream, st) {
+        return Err(rej);
+    }
+    Ok(answer(&results, many))
 }
 
 /// The records of the body, within the limits; the body's `StreamName`, when given, must
@@ -100,15 +112,21 @@ fn parse<'a>(bytes: &'a [u8], stream: &str, many: bool, st: &State) -> Result<Ve
             format!("StreamName {name:?} differs from the stream in the path ({stream:?})"),
         ));
     }
-    st.check_count(parsed.records.len())?;
-    for (i, r) in parsed.records.iter().enumerate() {
+    check(&parsed.records, many, st)?;
+    Ok(parsed.records)
+}
+
+/// The per-request and per-record limits (422).
+pub(super) fn check(records: &[KinesisRecord<'_>], many: bool, st: &State) -> Result<(), Reject> {
+    st.check_count(records.len())?;
+    for (i, r) in records.iter().enumerate() {
         let n = r.data.len() + r.partition_key.len();
         if n > st.cfg.max_record_bytes {
             let at = if many { format!("Records[{i}]") } else { "Data".into() };
             return Err(record_too_large(at, n, st.cfg.max_record_bytes));
         }
     }
-    Ok(parsed.records)
+    Ok(())
 }
 
 /// The refusal when every record failed.

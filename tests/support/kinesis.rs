@@ -387,10 +387,17 @@ impl KinesisServer {
 
 /// An SDK client for the server at `endpoint`: static test credentials, any region.
 fn sdk_client(endpoint: &str) -> Client {
-    let config = aws_sdk_kinesis::Config::builder()
+    Client::from_conf(sdk_config(endpoint, "test", "test").build())
+}
+
+/// The harness's SDK client settings with the access key `key_id` / `secret`: what a
+/// producer pointed at `endpoint` (the gateway's Kinesis API) would use. Add a time source
+/// or other settings to the builder before building it.
+pub fn sdk_config(endpoint: &str, key_id: &str, secret: &str) -> aws_sdk_kinesis::config::Builder {
+    aws_sdk_kinesis::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "pinpipe-tests"))
+        .credentials_provider(Credentials::new(key_id, secret, None, None, "pinpipe-tests"))
         .endpoint_url(endpoint)
         // As in pinpipe: a failing call fails at once, with the server's answer.
         .retry_config(RetryConfig::disabled())
@@ -403,8 +410,6 @@ fn sdk_client(endpoint: &str) -> Client {
                 .operation_attempt_timeout(Duration::from_secs(60))
                 .build(),
         )
-        .build();
-    Client::from_conf(config)
 }
 
 /// Sends every call with `Connection: close`, so no connection outlives its call.
