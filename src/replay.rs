@@ -32,7 +32,7 @@ use crate::sink::table::TableError;
 use crate::sink::{
     Position, Positions, RowCounts, SourceKey, SourceKind, TableRole, TablesConfig, WriterError, Writers,
 };
-use crate::sources::partition::{Routed, Router};
+use crate::sources::partition::{Router, Tally};
 
 /// What a replay reads.
 #[derive(Debug, Clone)]
@@ -319,7 +319,8 @@ impl Replayer<'_> {
         }
     }
 
-    /// Routes a batch of raw rows; returns (rows, rows the destination had already).
+    /// Routes a batch of raw rows; returns (raw rows, records the destination had already).
+    /// A KPL aggregate is one raw row, routed as the user records it packs.
     async fn batch(&mut self, b: &RecordBatch) -> Result<(u64, u64), ReplayError> {
         // DataFusion may hand Parquet's strings and bytes over as view arrays (its
         // `schema_force_view_types`): read them as the plain types pinpipe wrote.
@@ -361,8 +362,13 @@ impl Replayer<'_> {
             let mark = mark(kind, text).ok_or_else(|| self.bad(format!("_position {text:?} for {kind:?}")))?;
             let router = self.router.as_mut().expect("set above");
             let bytes = if raw.is_null(i) { &[][..] } else { raw.value(i) };
-            let routed = router.route(bytes, RecordMeta::default(), mark, text, ingested.value(i));
-            present += u64::from(routed == Routed::Covered);
+            let tally = match mark {
+                // As the shard actor routes it: a KPL aggregate (kept whole in the raw
+                // table) is split into its user records again.
+                Position::Sequence(_) => router.route_kinesis(bytes, RecordMeta::default(), text, ingested.value(i)),
+                mark => Tally::of(router.route(bytes, RecordMeta::default(), mark, text, ingested.value(i))),
+            };
+            present += tally.covered;
             if router.buffered() >= self.opts.batch_rows {
                 router.send(self.dest).await?;
             }

@@ -76,6 +76,9 @@ pub enum Reject {
         field: &'static str,
         error: FieldError,
     },
+    /// A Kinesis record with the KPL's magic prefix that is not a valid aggregate (why):
+    /// its user records cannot be trusted, so it is dead-lettered whole.
+    CorruptAggregate(String),
 }
 
 impl Reject {
@@ -92,6 +95,7 @@ impl Reject {
             Reject::TooLarge { .. } => "too large",
             Reject::WrongKind(_) => "wrong kind",
             Reject::Field { field, .. } => field,
+            Reject::CorruptAggregate(_) => "corrupt kpl aggregate",
         }
     }
 }
@@ -107,6 +111,7 @@ impl fmt::Display for Reject {
             }
             Reject::WrongKind(kind) => write!(f, "wrong kind: no {kind} fields"),
             Reject::Field { field, error } => write!(f, "{field}: {error}"),
+            Reject::CorruptAggregate(why) => write!(f, "corrupt KPL aggregate: {why}"),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod kafka;
 pub mod kinesis;
+pub mod kpl;
 pub mod partition;
 
 use std::sync::Arc;

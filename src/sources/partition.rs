@@ -25,9 +25,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::clean::{self, CleanBatchBuilder, DeadLetterBatchBuilder, Kind, Lineage, RawBatchBuilder, RecordMeta};
+use crate::clean::{
+    self, CleanBatchBuilder, DeadLetterBatchBuilder, Kind, Lineage, RawBatchBuilder, RecordMeta, Reject,
+};
 use crate::metrics::metrics;
 use crate::sink::{Append, PerTable, Position, SourceKey, TableRole, WriterError, Writers};
+use crate::sources::kpl::{self, Split};
 
 /// Totals of a run over all its sources, shared with progress displays.
 #[derive(Debug, Default)]
@@ -177,17 +180,69 @@ impl Router {
         position: &str,
         ingested_at: i64,
     ) -> Routed {
-        let lineage = Lineage {
-            source: self.key.source.as_str(),
-            stream: &self.key.stream,
-            partition: &self.key.partition,
-            ingested_at,
-        };
-        if self.tables.raw.as_ref().is_some_and(|t| !t.covers(&mark)) {
-            self.raw.append(&lineage, position, raw, meta);
+        self.keep_raw(raw, meta, &mark, position, ingested_at);
+        let routed = self.clean_one(raw, None, &mark, position, ingested_at);
+        self.last = Some(mark);
+        routed
+    }
+
+    /// Routes a Kinesis record (sequence number `seq`), splitting a KPL aggregate into its
+    /// user records: the raw table keeps the record as received, once; each user record is
+    /// cleaned on its own, its lineage position `<seq>:<index>`; a corrupt aggregate is one
+    /// dead letter with all its bytes. Every user record of an aggregate has the record's
+    /// mark: Kinesis hands records over whole, so a table's position is always between
+    /// records, and a resume re-reads an aggregate entirely or not at all.
+    pub fn route_kinesis(&mut self, raw: &[u8], meta: RecordMeta<'_>, seq: &str, ingested_at: i64) -> Tally {
+        let mark = Position::Sequence(seq.to_string());
+        let mut tally = Tally::default();
+        match kpl::split(raw) {
+            Split::Plain => tally.add(self.route(raw, meta, mark, seq, ingested_at)),
+            Split::Records(records) => {
+                self.keep_raw(raw, meta, &mark, seq, ingested_at);
+                let mut position = String::with_capacity(seq.len() + 6);
+                for (i, r) in records.iter().enumerate() {
+                    position.clear();
+                    position.push_str(seq);
+                    position.push(':');
+                    position.push_str(itoa::Buffer::new().format(i));
+                    tally.add(self.clean_one(r.data, None, &mark, &position, ingested_at));
+                }
+                self.last = Some(mark);
+            }
+            Split::Corrupt(why) => {
+                self.keep_raw(raw, meta, &mark, seq, ingested_at);
+                let reject = Reject::CorruptAggregate(why);
+                tally.add(self.clean_one(raw, Some(reject), &mark, seq, ingested_at));
+                self.last = Some(mark);
+            }
         }
-        let covered = |t: &Option<Route>| t.as_ref().is_none_or(|t| t.covers(&mark));
-        let routed = match clean::clean(self.kind, raw, self.max_record_bytes) {
+        tally
+    }
+
+    /// The raw table's row for a record, unless the table has it.
+    fn keep_raw(&mut self, raw: &[u8], meta: RecordMeta<'_>, mark: &Position, position: &str, ingested_at: i64) {
+        if self.tables.raw.as_ref().is_some_and(|t| !t.covers(mark)) {
+            self.raw.append(&lineage(&self.key, ingested_at), position, raw, meta);
+        }
+    }
+
+    /// Cleans `bytes` (or rejects them for `reject`) into the clean or the dead-letter
+    /// table, unless that table has the record.
+    fn clean_one(
+        &mut self,
+        bytes: &[u8],
+        reject: Option<Reject>,
+        mark: &Position,
+        position: &str,
+        ingested_at: i64,
+    ) -> Routed {
+        let lineage = lineage(&self.key, ingested_at);
+        let covered = |t: &Option<Route>| t.as_ref().is_none_or(|t| t.covers(mark));
+        let cleaned = match reject {
+            Some(r) => Err(r),
+            None => clean::clean(self.kind, bytes, self.max_record_bytes),
+        };
+        match cleaned {
             Ok(row) if !covered(&self.tables.clean) => {
                 self.clean.append(&row, &lineage, position);
                 Routed::Clean
@@ -197,13 +252,11 @@ impl Router {
                     .dead_letters
                     .with_label_values(&[self.dead_letter_table.as_str(), reject.rule()])
                     .inc();
-                self.dead.append(&lineage, position, &reject.to_string(), raw);
+                self.dead.append(&lineage, position, &reject.to_string(), bytes);
                 Routed::DeadLetter
             }
             _ => Routed::Covered,
-        };
-        self.last = Some(mark);
-        routed
+        }
     }
 
     /// Records up to `mark` were read without holding a record (blank lines at the end of
@@ -265,6 +318,39 @@ impl Router {
     }
 }
 
+/// The lineage columns of a row read now from `key`.
+fn lineage(key: &SourceKey, ingested_at: i64) -> Lineage<'_> {
+    Lineage {
+        source: key.source.as_str(),
+        stream: &key.stream,
+        partition: &key.partition,
+        ingested_at,
+    }
+}
+
+/// What [`Router::route_kinesis`] did with a Kinesis record's user records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// User records routed (1 for a plain record or a corrupt aggregate).
+    pub records: u64,
+    /// Of them, records their table already had.
+    pub covered: u64,
+}
+
+impl Tally {
+    /// The tally of one routed record.
+    pub fn of(routed: Routed) -> Self {
+        let mut t = Self::default();
+        t.add(routed);
+        t
+    }
+
+    fn add(&mut self, routed: Routed) {
+        self.records += 1;
+        self.covered += u64::from(routed == Routed::Covered);
+    }
+}
+
 impl RunStats {
     /// Counts one routed record.
     pub fn count(&self, routed: Routed) {
@@ -272,6 +358,12 @@ impl RunStats {
         if routed == Routed::Covered {
             self.filtered.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts a Kinesis record's user records.
+    pub fn count_tally(&self, tally: Tally) {
+        self.records.fetch_add(tally.records, Ordering::Relaxed);
+        self.filtered.fetch_add(tally.covered, Ordering::Relaxed);
     }
 }
 
@@ -321,6 +413,10 @@ mod tests {
 
     fn off(n: i64) -> Position {
         Position::Offset(n)
+    }
+
+    fn seq(s: &str) -> Position {
+        Position::Sequence(s.into())
     }
 
     #[test]
@@ -523,6 +619,66 @@ mod tests {
         assert_eq!(
             (col("_source"), col("_stream"), col("_partition"), col("_position")),
             ("kafka".into(), "t.user".into(), "0".into(), "7".into())
+        );
+    }
+
+    /// The strings of column `name` in a hand-over's batch.
+    fn column(a: &Append, name: &str) -> Vec<String> {
+        let b = a.batch.as_ref().unwrap();
+        use arrow_array::{cast::AsArray, Array};
+        let c = b.column_by_name(name).unwrap().as_string::<i32>();
+        (0..c.len()).map(|i| c.value(i).to_string()).collect()
+    }
+
+    #[test]
+    fn a_kpl_aggregate_is_split_kept_whole_raw_and_filtered_as_one_record() {
+        let kinesis = || SourceKey::new(SourceKind::Kinesis, "s", "shardId-0");
+        let agg = kpl::aggregate(&[("a", GOOD), ("b", BAD), ("a", GOOD)]);
+        let mut corrupt = agg.clone();
+        corrupt[9] ^= 0x40;
+
+        let mut r = Router::new(Kind::User, kinesis(), PerTable::default(), ALL, MAX);
+        assert_eq!(
+            r.route_kinesis(GOOD, RecordMeta::default(), "10", 0),
+            Tally { records: 1, covered: 0 }
+        );
+        assert_eq!(
+            r.route_kinesis(&agg, RecordMeta::default(), "11", 0),
+            Tally { records: 3, covered: 0 }
+        );
+        assert_eq!(
+            r.route_kinesis(&corrupt, RecordMeta::default(), "12", 0),
+            Tally { records: 1, covered: 0 }
+        );
+        let appends = r.hand_over();
+        let by_role = |role| &appends.iter().find(|(r, _)| *r == role).unwrap().1;
+        assert_eq!(column(by_role(TableRole::Clean), "_position"), ["10", "11:0", "11:2"]);
+        assert_eq!(column(by_role(TableRole::DeadLetter), "_position"), ["11:1", "12"]);
+        assert!(column(by_role(TableRole::DeadLetter), "error")[1].starts_with("corrupt KPL aggregate: "));
+        // The raw table: each Kinesis record once, the aggregate as received.
+        assert_eq!(column(by_role(TableRole::Raw), "_position"), ["10", "11", "12"]);
+        for (_, a) in &appends {
+            assert_eq!(a.end, seq("12"));
+        }
+
+        // Tables at "11" (after a crash): the aggregate is covered entirely, "12" is not.
+        let at = |p: &str| Some(seq(p));
+        let mut r = Router::new(Kind::User, kinesis(), stored(at("11"), at("11"), at("11")), ALL, MAX);
+        assert_eq!(
+            r.route_kinesis(&agg, RecordMeta::default(), "11", 0),
+            Tally { records: 3, covered: 3 }
+        );
+        assert_eq!(
+            r.route_kinesis(&corrupt, RecordMeta::default(), "12", 0),
+            Tally { records: 1, covered: 0 }
+        );
+        assert_eq!(
+            summary(&r.hand_over()),
+            [
+                (TableRole::Clean, at("11"), seq("12"), 0),
+                (TableRole::DeadLetter, at("11"), seq("12"), 1),
+                (TableRole::Raw, at("11"), seq("12"), 1),
+            ]
         );
     }
 }

@@ -416,11 +416,10 @@ impl ShardState {
                     .and_then(|t| t.to_millis().ok())
                     .map(|ms| ms * 1000),
             };
-            // Kinesis positions are the last sequence number a table holds.
-            let routed = self
-                .router
-                .route(raw, meta, Position::Sequence(seq.to_string()), seq, now);
-            self.env.stats.count(routed);
+            // Kinesis positions are the last sequence number a table holds; a KPL aggregate
+            // is split into its user records here.
+            let tally = self.router.route_kinesis(raw, meta, seq, now);
+            self.env.stats.count_tally(tally);
         }
         self.last_seq = Some(last.sequence_number().to_string());
         self.metrics.consumed(records.len() as u64, bytes);
