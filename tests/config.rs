@@ -120,6 +120,10 @@ const FILE_CASES: &[(&str, &[&str])] = &[
         &["kinesis.max_read_bytes_per_sec"],
     ),
     ("[kinesis]\nshard_sync_ms = 0\n", &["kinesis.shard_sync_ms"]),
+    (
+        "[kinesis]\nconsumer_name = \"my consumer\"\n",
+        &["kinesis.consumer_name", "not a valid consumer name"],
+    ),
     ("[kinesis]\nshutdown_grace_ms = 1\n", &["kinesis.shutdown_grace_ms"]),
     (
         "[kinesis]\nendpoint = \"127.0.0.1:4567\"\n",

@@ -69,6 +69,7 @@ pub struct Metrics {
     pub kinesis_lag: Gauge,
     /// `stream`: GetRecords calls the server throttled.
     pub kinesis_throttles: IntCounterVec,
+    pub kinesis_subscriptions: IntCounterVec,
     /// `event`: shard lease transitions of this process.
     pub lease_events: IntCounterVec,
     /// `route` (a route pattern), `status` (the HTTP code): requests the gateway answered.
@@ -248,6 +249,13 @@ impl Metrics {
                 "pinpipe_kinesis_throttled_calls_total",
                 "GetRecords calls refused for throughput (ProvisionedThroughputExceeded and other throttling); \
                  each is retried after a backoff",
+                &["stream"],
+            ),
+            kinesis_subscriptions: counter(
+                &r,
+                "pinpipe_kinesis_subscriptions_total",
+                "SubscribeToShard subscriptions opened (enhanced fan-out); each lasts up to 5 minutes, \
+                 then the shard's reader subscribes again",
                 &["stream"],
             ),
             lease_events: counter(

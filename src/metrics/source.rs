@@ -115,6 +115,11 @@ impl KinesisMetrics {
         metrics().kinesis_throttles.with_label_values(&[stream]).inc();
     }
 
+    /// A SubscribeToShard subscription opened (enhanced fan-out).
+    pub fn subscribed(&self, stream: &str) {
+        metrics().kinesis_subscriptions.with_label_values(&[stream]).inc();
+    }
+
     /// The lag handle of an owned shard.
     pub fn behind(&self, stream: &str, shard: &str) -> ShardLag {
         ShardLag(metrics().millis_behind.with_label_values(&[stream, shard]))
@@ -138,7 +143,8 @@ impl KinesisMetrics {
 pub struct ShardLag(IntGauge);
 
 impl ShardLag {
-    /// The shard's reader is `millis` behind the tip (from the last GetRecords).
+    /// The shard's reader is `millis` behind the tip (from the last GetRecords or pushed
+    /// event).
     pub fn set(&self, millis: i64) {
         // Recomputed from the per-shard series rather than kept by adding differences:
         // a shard released by another task (`forget`) cannot leave a stale part behind.

@@ -94,6 +94,9 @@ pub(super) fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
     };
     match code.as_str() {
         "ExpiredIteratorException" => CallError::Expired,
+        // SubscribeToShard within 5 s of the shard's previous subscription (a resubscribe,
+        // or a new owner right after a hand-over), or a consumer not ACTIVE yet: try again.
+        "ResourceInUseException" => CallError::Retry(label),
         "ResourceNotFoundException" | "AccessDeniedException" | "InvalidArgumentException" => {
             CallError::Fatal(format!("{label}: {}", e.message().unwrap_or("")))
         }

@@ -56,6 +56,14 @@ pub struct KinesisConfig {
     /// After SIGTERM/SIGINT, how long draining, the last flush and releasing the leases may
     /// take; after it the leases simply expire.
     pub shutdown_grace_ms: u64,
+    /// Read with enhanced fan-out: records pushed over SubscribeToShard to a consumer
+    /// registered on each stream (2 MB/s per shard for this application alone) instead of
+    /// polled with GetRecords (2 MB/s per shard shared by every reader).
+    pub enhanced_fan_out: bool,
+    /// The registered stream consumer's name for enhanced fan-out; empty: `application`.
+    /// Every process of an application subscribes through the same consumer (the leases
+    /// keep one reader per shard), so the stream's 20-consumer limit counts applications.
+    pub consumer_name: String,
 }
 
 impl Default for KinesisConfig {
@@ -83,6 +91,8 @@ impl Default for KinesisConfig {
             backoff_base_ms: 100,
             backoff_max_ms: 5_000,
             shutdown_grace_ms: 30_000,
+            enhanced_fan_out: false,
+            consumer_name: String::new(),
         }
     }
 }
@@ -97,6 +107,15 @@ impl KinesisConfig {
             .iter()
             .map(|k| (format!("streaming-{}-{k}", self.stream_prefix), *k))
             .collect()
+    }
+
+    /// The enhanced fan-out consumer's name in effect.
+    pub fn consumer(&self) -> &str {
+        if self.consumer_name.is_empty() {
+            &self.application
+        } else {
+            &self.consumer_name
+        }
     }
 
     /// Checks the section; errors name the key.
@@ -158,6 +177,14 @@ impl KinesisConfig {
             !(self.application.is_empty() || self.application.contains(bad)),
             "kinesis.application",
             "must be non-empty, of [a-zA-Z0-9_.-]",
+        )?;
+        ensure(
+            self.consumer_name.len() <= 128 && !self.consumer_name.contains(bad),
+            "kinesis.consumer_name",
+            format!(
+                "{:?} is not a valid consumer name ([a-zA-Z0-9_.-]{{1,128}})",
+                self.consumer_name
+            ),
         )
     }
 }

@@ -108,6 +108,7 @@ pub async fn run(cfg: &KinesisConfig, tables: &TablesConfig, run: SourceRun) -> 
         events,
         shutdown: shutdown.clone(),
         source: source.clone(),
+        consumers: Arc::default(),
     };
     let mut co = Coordinator {
         leases: LeaseStore::open(tables, &cfg.application)?,
@@ -127,6 +128,19 @@ pub async fn run(cfg: &KinesisConfig, tables: &TablesConfig, run: SourceRun) -> 
     tracing::info!(worker = %co.me, leases = co.leases.location(), "kinesis coordinator started");
     // A missing stream or bad credentials fail the start with a clear error.
     co.sync_shards(true).await?;
+    if cfg.enhanced_fan_out {
+        let mut consumers = BTreeMap::new();
+        for stream in co.streams.keys() {
+            let arn = super::fanout::consumer(&co.env.client, stream, cfg.consumer()).await?;
+            consumers.insert(stream.clone(), arn);
+        }
+        tracing::info!(
+            consumer = cfg.consumer(),
+            streams = consumers.len(),
+            "enhanced fan-out: reading by SubscribeToShard"
+        );
+        co.env.consumers = Arc::new(consumers);
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.lease_ms / 4));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A round in flight when the trigger comes is dropped (it may wait on a stalled store).

@@ -7,7 +7,9 @@
 //!   parents are finished.
 //! - [`lease`]: the lease objects in the tables' object store (no DynamoDB).
 //! - [`balance`]: the pure rules deciding which leases to take or ask for.
-//! - [`shard`]: the shard actor (GetRecords steps, limits, backoff, hand-over).
+//! - [`shard`]: the shard actor (GetRecords or SubscribeToShard steps, limits, backoff,
+//!   hand-over).
+//! - [`fanout`]: enhanced fan-out's stream consumer and its subscriptions' failures.
 //!
 //! Positions are sequence numbers stored in the Delta commits (see `sink::checkpoint`);
 //! the leases say who reads, the tables say how far.
@@ -16,6 +18,7 @@ pub mod balance;
 mod client;
 pub mod config;
 mod coordinator;
+mod fanout;
 pub mod lease;
 pub mod shard;
 

@@ -20,17 +20,24 @@
 //! - **Shard end** (a closed parent): the last rows are handed over and the writers flush,
 //!   so the shard's final positions are committed before the coordinator marks the lease
 //!   finished and lets the children start.
+//! - **Enhanced fan-out** (`kinesis.enhanced_fan_out`): the same steps, but each waits for
+//!   the next event a SubscribeToShard subscription pushes instead of calling GetRecords.
+//!   A subscription ends after 5 minutes (or on a dropped connection); the next one starts
+//!   after the last record read, so nothing is skipped or read twice.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use aws_sdk_kinesis::types::{Record, ShardIteratorType};
+use aws_sdk_kinesis::primitives::event_stream::EventReceiver;
+use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
+use aws_sdk_kinesis::types::{Record, ShardIteratorType, StartingPosition, SubscribeToShardEventStream};
 use aws_sdk_kinesis::Client;
 use tokio::sync::mpsc;
 
 use super::client::{classify, is_throttle, CallError};
+use super::fanout::classify_event;
 use super::KinesisConfig;
 use crate::actors::Shared;
 use crate::backoff::Backoff;
@@ -112,7 +119,12 @@ pub(super) struct ShardEnv {
     pub events: mpsc::UnboundedSender<ShardEvent>,
     pub shutdown: Shutdown,
     pub source: SourceMetrics,
+    /// Enhanced fan-out: each stream's consumer ARN; empty when polling.
+    pub consumers: Arc<std::collections::BTreeMap<String, String>>,
 }
+
+/// A SubscribeToShard subscription's events.
+type Subscription = EventReceiver<SubscribeToShardEventStream, SubscribeToShardEventStreamError>;
 
 /// Where the read loop stands in the shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +152,8 @@ struct ShardState {
     /// Read by the actor before every call: the lease's deadline on [`now_ms`]'s clock.
     valid_until: Arc<AtomicU64>,
     cursor: Cursor,
+    /// Enhanced fan-out: the open subscription, if any.
+    subscription: Option<Subscription>,
     /// Sequence number of the last record read.
     last_seq: Option<String>,
     since: Option<Instant>,
@@ -177,6 +191,7 @@ impl ShardActor {
             ),
             valid_until,
             cursor: Cursor::Unknown,
+            subscription: None,
             last_seq: None,
             since: None,
             spec,
@@ -289,6 +304,9 @@ impl ShardState {
             // (backpressure); the lease stays ours and what was read waits here.
             return Next::After(Duration::from_millis(self.env.cfg.idle_ms.max(100)));
         }
+        if let Some(consumer) = self.env.consumers.get(&self.spec.stream).cloned() {
+            return self.push_step(consumer).await;
+        }
         let it = match self.cursor.clone() {
             Cursor::Unknown => return self.new_iterator().await,
             Cursor::Closed => return self.shard_end().await,
@@ -338,6 +356,93 @@ impl ShardState {
             gap = gap.max(Duration::from_millis(cfg.idle_ms));
         }
         Next::After(gap)
+    }
+
+    /// One step with enhanced fan-out: subscribe when no subscription is open, else wait
+    /// (briefly, so a stop or a due hand-over is not held up) for its next event.
+    async fn push_step(&mut self, consumer: String) -> Next {
+        if self.cursor == Cursor::Closed {
+            return self.shard_end().await;
+        }
+        if self.due() {
+            if let Err(e) = self.hand_over().await {
+                return Next::Exit(writer_exit(e));
+            }
+        }
+        let Some(sub) = self.subscription.as_mut() else {
+            return self.subscribe(consumer).await;
+        };
+        let wait = Duration::from_millis(self.env.cfg.batch_age_ms.clamp(50, 1_000));
+        let event = match tokio::time::timeout(wait, sub.recv()).await {
+            // Nothing pushed yet.
+            Err(_) => return Next::After(Duration::ZERO),
+            Ok(Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(ev)))) => ev,
+            // An event type this build does not know: nothing to read in it.
+            Ok(Ok(Some(_))) => return Next::After(Duration::ZERO),
+            // The subscription's 5 minutes are up: the next step subscribes again.
+            Ok(Ok(None)) => {
+                self.subscription = None;
+                return Next::After(Duration::ZERO);
+            }
+            Ok(Err(e)) => {
+                self.subscription = None;
+                return self.failed(classify_event(&e, &self.env.source));
+            }
+        };
+        self.backoff.reset();
+        if !self.lease_valid() {
+            // The records of this event may already belong to the next owner.
+            return Next::Exit(Exit::LeaseLost);
+        }
+        self.behind.set(event.millis_behind_latest());
+        self.ingest(event.records());
+        // No continuation: the shard is closed and this was its last event.
+        if event.continuation_sequence_number().is_empty() {
+            self.subscription = None;
+            self.cursor = Cursor::Closed;
+        }
+        if self.router.buffered() >= self.env.cfg.batch_rows {
+            if let Err(e) = self.hand_over().await {
+                return Next::Exit(writer_exit(e));
+            }
+        }
+        Next::After(Duration::ZERO)
+    }
+
+    /// Opens a subscription after the last record read (or where the tables say), not at
+    /// the events' continuation number: that number may point past a record not pushed yet
+    /// in some servers' reading, and starting after a record already held can never skip.
+    async fn subscribe(&mut self, consumer: String) -> Next {
+        let (kind, seq) = self.start();
+        let position = match StartingPosition::builder()
+            .r#type(kind)
+            .set_sequence_number(seq)
+            .build()
+        {
+            Ok(p) => p,
+            Err(e) => return Next::Exit(Exit::Failed(format!("SubscribeToShard starting position: {e}"))),
+        };
+        let r = self
+            .env
+            .client
+            .subscribe_to_shard()
+            .consumer_arn(consumer)
+            .shard_id(&self.spec.shard)
+            .starting_position(position)
+            .send()
+            .await;
+        match r {
+            Ok(out) => {
+                KinesisMetrics.subscribed(&self.spec.stream);
+                tracing::debug!(stream = %self.spec.stream, shard = %self.spec.shard, after = ?self.last_seq, "subscribed to shard");
+                self.subscription = Some(out.event_stream);
+                Next::After(Duration::ZERO)
+            }
+            Err(e) => match classify(&e, &self.env.source) {
+                CallError::Fatal(m) => Next::Exit(Exit::Failed(m)),
+                CallError::Retry(_) | CallError::Expired => Next::After(self.backoff.next_pause()),
+            },
+        }
     }
 
     async fn new_iterator(&mut self) -> Next {
