@@ -7,6 +7,7 @@
 #
 #   TOOLS=${PINPIPE_TOOLS:-$HOME/.cache/pinpipe-tools}
 #   S3 API:      moto server in $TOOLS/venv            -> PINPIPE_MOTO_SERVER
+#   KPL format:  aws-kinesis-agg in the same venv (tests/kinesis.rs puts aggregates)
 #   Kinesis API: kinesis-local (npm) in $TOOLS/npm     -> PINPIPE_KINESIS_LOCAL
 #                kinesalite (npm) in $TOOLS/npm        -> PINPIPE_KINESALITE
 #   Prometheus:  Debian's prometheus, promtool, linked into $TOOLS/bin -> PINPIPE_PROMETHEUS, PINPIPE_PROMTOOL
@@ -79,6 +80,21 @@ if ! moto_ready; then
   [ -x "$MOTO" ] || { log "pip finished but $MOTO is missing"; exit 1; }
   echo "$MOTO_SPEC" >"$MOTO_STAMP"
   log "moto installed in $((SECONDS - start))s"
+fi
+
+# ----------------------------------------------------------------------------------------
+# KPL aggregation (PyPI `aws-kinesis-agg`, the KPL's record format in Python) in the same
+# venv, beside boto3: tests/kinesis.rs puts aggregates made by it. It imports `six` without
+# declaring it; protobuf is pinned to the version it was checked with.
+# ----------------------------------------------------------------------------------------
+KPL_SPEC='aws-kinesis-agg==1.2.3 six==1.17.0 protobuf==7.36.2'
+KPL_STAMP=$VENV/.pinpipe-kpl-installed
+if ! { [ -f "$KPL_STAMP" ] && [ "$(cat "$KPL_STAMP")" = "$KPL_SPEC" ]; }; then
+  log "pip install $KPL_SPEC into $VENV"
+  # shellcheck disable=SC2086 # the spec is a list of requirements
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-input $KPL_SPEC
+  "$VENV/bin/python" -c 'import aws_kinesis_agg.aggregator' || { log "aws-kinesis-agg does not import"; exit 1; }
+  echo "$KPL_SPEC" >"$KPL_STAMP"
 fi
 
 # ----------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 //! processes with no two readers of a shard at once, splits and merges mid-run with children
 //! after parents, throttling that slows the reader without loss, and a process whose wall
 //! clock is minutes off and then jumps (libfaketime) still never sharing a shard, and the
-//! Kinesis lag signal rising under a paused reader and returning to 0 on a real Prometheus.
+//! Kinesis lag signal rising under a paused reader and returning to 0 on a real Prometheus,
+//! and enhanced fan-out (SubscribeToShard) reading exactly once across SIGKILL.
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
@@ -579,4 +580,224 @@ fn kinesis_lag_rises_under_a_paused_reader_and_returns_to_zero() {
     prom.wait_for("pinpipe_kinesis_lag_seconds", Duration::from_secs(60), |v| v == 0.0);
     exactly(&s, 1050, &mut [&mut a]);
     assert!(a.terminate(Duration::from_secs(20)).success(), "{}", a.tail());
+}
+
+#[test]
+fn enhanced_fan_out_reads_pushed_records_exactly_once_across_sigkill() {
+    // kinesis-local serves SubscribeToShard (over HTTP/1.1, an event every second).
+    let server = KinesisServer::start();
+    let port = support::free_port();
+    let s = setup(&server.endpoint(), "efo", &format!("127.0.0.1:{port}"));
+    for stream in streams("efo") {
+        server.create_stream(&stream, 2);
+    }
+    emulate(&s, 600, 41);
+    let pushed = |name: &str| {
+        s.spawn_env(
+            name,
+            &["run", "--no-progress"],
+            &[
+                ("PINPIPE_LOG", LOG.to_string()),
+                ("PINPIPE__KINESIS__WORKER_ID", name.to_string()),
+                ("PINPIPE__KINESIS__ENHANCED_FAN_OUT", "true".to_string()),
+            ],
+        )
+    };
+    let mut a = pushed("a");
+    s.wait_rows(600, Duration::from_secs(90), &mut [&mut a]);
+    a.kill();
+    // b subscribes through the consumer a registered, after what the tables hold.
+    let mut b = pushed("b");
+    exactly(&s, 1800, &mut [&mut b]);
+    // Records put while b is subscribed arrive by push too.
+    emulate(&s, 200, 42);
+    exactly(&s, 2400, &mut [&mut b]);
+
+    // One consumer per stream, the application's, registered once and ACTIVE.
+    for stream in streams("efo") {
+        let arn = server
+            .block_on(server.client().describe_stream_summary().stream_name(&stream).send())
+            .unwrap()
+            .stream_description_summary
+            .unwrap()
+            .stream_arn;
+        let consumers = server
+            .block_on(server.client().list_stream_consumers().stream_arn(arn).send())
+            .unwrap()
+            .consumers
+            .unwrap_or_default();
+        let names: Vec<&str> = consumers.iter().map(|c| c.consumer_name()).collect();
+        assert_eq!(names, ["pinpipe"], "{stream}");
+    }
+    // Read by subscriptions, not by polling: every one of the 6 shards was subscribed to.
+    let text = scrape(port);
+    let subscriptions = metric_sum(&text, "pinpipe_kinesis_subscriptions_total");
+    assert!(subscriptions >= 6.0, "{subscriptions} subscriptions\n{text}");
+    assert!(
+        b.log_text().contains("enhanced fan-out: reading by SubscribeToShard"),
+        "{}",
+        b.tail()
+    );
+    assert!(b.terminate(Duration::from_secs(20)).success(), "{}", b.tail());
+}
+
+/// Puts user records to `stream` through boto3 in the order given, each item either one
+/// plain record or a KPL aggregate made by `aws-kinesis-agg` (PyPI; installed beside boto3
+/// by .ci/install-servers.sh); a "corrupt" item is an aggregate with a byte of its protobuf
+/// flipped. Prints the hex of each record put.
+const KPL_PUT: &str = r#"
+import binascii, json, sys
+import boto3
+from aws_kinesis_agg.aggregator import RecordAggregator
+endpoint, stream, plan = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
+kinesis = boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1",
+                       aws_access_key_id="test", aws_secret_access_key="test")
+out = []
+for item in plan:
+    records = [r.encode() for r in item["records"]]
+    if item["how"] == "plain":
+        data, key = records[0], "pk-plain"
+    else:
+        agg = RecordAggregator()
+        for i, r in enumerate(records):
+            assert agg.add_user_record("pk-%d" % (i % 3), r) is None, "aggregate full"
+        key, _, data = agg.clear_and_get().get_contents()
+        if item["how"] == "corrupt":
+            data = bytearray(data)
+            data[12] ^= 0x20
+            data = bytes(data)
+    kinesis.put_record(StreamName=stream, Data=data, PartitionKey=key)
+    out.append(binascii.hexlify(data).decode())
+print(json.dumps(out))
+"#;
+
+/// A valid pin record with index `i`, or (every 7th) one that fails cleaning.
+fn pin_record(i: usize) -> String {
+    if i % 7 == 3 {
+        return format!(r#"{{"index": {i}, "follower_count": "lots"}}"#);
+    }
+    format!(
+        r#"{{"index": {i}, "unique_id": "{i:08}-3442-4773-b19e-d3ec6f54dddf", "title": "t{i}", "description": "d", "poster_name": "p", "follower_count": "{i}k", "tag_list": "a,b", "is_image_or_video": "image", "image_src": "https://i.pinimg.com/{i}.jpg", "downloaded": 1, "save_location": "Local save in /data/x", "category": "c"}}"#
+    )
+}
+
+/// Puts `plan` ((how, user records)) to `stream` with the KPL library; returns the bytes
+/// of each Kinesis record put.
+fn kpl_put(server: &KinesisServer, stream: &str, plan: &[(&str, Vec<String>)]) -> Vec<Vec<u8>> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plan.json");
+    let items: Vec<Value> = plan
+        .iter()
+        .map(|(how, records)| serde_json::json!({"how": how, "records": records}))
+        .collect();
+    std::fs::write(&file, serde_json::to_vec(&items).unwrap()).unwrap();
+    let python = support::tool("PINPIPE_MOTO_SERVER", "venv/bin/moto_server").with_file_name("python");
+    let out = std::process::Command::new(&python)
+        .args(["-c", KPL_PUT, &server.endpoint(), stream])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the KPL put script failed (aws-kinesis-agg is installed by .ci/install-servers.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hex: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    hex.iter().map(|h| hex::decode(h).unwrap()).collect()
+}
+
+#[test]
+fn kpl_aggregates_split_into_user_records_exactly_once_across_sigkill() {
+    let server = KinesisServer::start();
+    let s = setup(&server.endpoint(), "kpl", "127.0.0.1:0");
+    for stream in streams("kpl") {
+        server.create_stream(&stream, 1);
+    }
+    let pin = &streams("kpl")[0];
+    // Plain records and aggregates of 1..=40 user records, mixed on one shard.
+    let mut next = 0usize;
+    let mut plan = |items: usize, corrupt_at: Option<usize>| -> Vec<(&'static str, Vec<String>)> {
+        (0..items)
+            .map(|j| {
+                let n = if j % 3 == 0 { 1 } else { 1 + (j * 13) % 40 };
+                let records: Vec<String> = (next..next + n).map(pin_record).collect();
+                next += n;
+                let how = match (Some(j) == corrupt_at, j % 3) {
+                    (true, _) => "corrupt",
+                    (false, 0) => "plain",
+                    _ => "aggregate",
+                };
+                (how, records)
+            })
+            .collect()
+    };
+    let first = plan(30, Some(7));
+    let second = plan(30, None);
+    let user_records = |p: &[(&str, Vec<String>)]| -> usize {
+        p.iter()
+            .map(|(how, r)| if *how == "corrupt" { 1 } else { r.len() })
+            .sum()
+    };
+    let expected = user_records(&first) + user_records(&second);
+    let put_first = kpl_put(&server, pin, &first);
+
+    let mut a = run(&s, "a", "a");
+    s.wait_rows(user_records(&first), Duration::from_secs(90), &mut [&mut a]);
+    // The second half goes in while a reads; a dies mid-way, b resumes from the tables.
+    let put_second = kpl_put(&server, pin, &second);
+    std::thread::sleep(Duration::from_millis(700));
+    a.kill();
+    let mut b = run(&s, "b", "b");
+    let rows = exactly(&s, expected, &mut [&mut b]);
+
+    // Every user record once, by index; an aggregate's rows say which sub-record they are.
+    let mut indexes: Vec<u64> = Vec::new();
+    let mut sub_positions = 0;
+    for (table, rs) in &rows {
+        for r in rs {
+            let position = r["_position"].as_str().unwrap();
+            sub_positions += usize::from(position.contains(':'));
+            if table == "pin" {
+                indexes.push(r["ind"].as_u64().unwrap());
+            }
+        }
+    }
+    indexes.sort_unstable();
+    let valid: Vec<u64> = (0..next).filter(|i| i % 7 != 3).map(|i| i as u64).collect();
+    let corrupt = &first[7].1;
+    // The corrupt aggregate's user records are not in the clean table.
+    let corrupt_first: usize = first[..7].iter().map(|(_, r)| r.len()).sum();
+    let corrupt_range = corrupt_first as u64..(corrupt_first + corrupt.len()) as u64;
+    let want: Vec<u64> = valid.into_iter().filter(|i| !corrupt_range.contains(i)).collect();
+    assert_eq!(indexes, want, "clean pin rows by index");
+    let aggregated: usize = first
+        .iter()
+        .chain(&second)
+        .filter(|(how, _)| *how == "aggregate")
+        .map(|(_, r)| r.len())
+        .sum();
+    assert_eq!(sub_positions, aggregated, "rows positioned <seq>:<sub>");
+
+    // The corrupt aggregate: one dead letter, its reason, all its bytes.
+    let dead: Vec<&Map<String, Value>> = rows["pin_dead_letter"]
+        .iter()
+        .filter(|r| r["error"].as_str().unwrap().starts_with("corrupt KPL aggregate"))
+        .collect();
+    assert_eq!(dead.len(), 1, "{:?}", rows["pin_dead_letter"]);
+    assert_eq!(dead[0]["error"], "corrupt KPL aggregate: MD5 checksum mismatch");
+    assert_eq!(dead[0]["raw"], String::from_utf8_lossy(&put_first[7]).as_ref());
+
+    // The raw table keeps each Kinesis record once, as received (aggregates whole).
+    let raw = &s.raw_rows()["pin_raw"];
+    assert_eq!(raw.len(), put_first.len() + put_second.len(), "raw rows");
+    let mut kept: Vec<String> = raw.iter().map(|r| r["raw"].as_str().unwrap().to_string()).collect();
+    let mut put: Vec<String> = put_first
+        .iter()
+        .chain(&put_second)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    kept.sort();
+    put.sort();
+    assert_eq!(kept, put, "raw bytes as put");
+    assert!(b.terminate(Duration::from_secs(20)).success(), "{}", b.tail());
 }
