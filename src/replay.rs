@@ -273,7 +273,13 @@ async fn session(table: DeltaTable, memory: usize) -> Result<SessionContext, Dat
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(memory)))
         .build_arc()?;
-    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+    // One partition: a kind already has a thread of its own, and with more the sorted
+    // partitions meet in a SortPreservingMergeExec, whose buffers cannot spill and ran
+    // out of a small pool (a 600 000-record replay at 256 MiB over three kinds failed so).
+    // Batches of 2 048 rows: a raw pin row is ~1.4 KB, and at 8 192 one batch (11.6 MB)
+    // did not fit beside the sort's 10 MB merge reservation in a 64 MiB limit's third.
+    let config = SessionConfig::new().with_target_partitions(1).with_batch_size(2048);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     table.update_datafusion_session(&ctx.state())?;
     let provider = table.table_provider().await?;
     ctx.register_table("raw", provider)?;
