@@ -7,7 +7,7 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -208,14 +208,12 @@ fn emulate_files(dir: &Path, posts: &str, seed: &str) -> usize {
     support::rows::count_records(dir, "")
 }
 
-/// Batch, then replay into a new folder: the same clean and dead-letter rows, column for
-/// column, by lineage; replaying again adds nothing; one kind alone writes only its tables.
-#[test]
-fn replay_rebuilds_the_same_rows_and_twice_adds_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("raw-in");
-    let live = dir.path().join("live");
-    let n = emulate_files(&input, "2000", "4");
+/// `posts` emulated posts in `dir/raw-in`, through `pinpipe batch` into `dir/live`:
+/// (the tables, the records, what batch said).
+fn batch_emulated(dir: &Path, posts: &str, seed: &str) -> (PathBuf, usize, String) {
+    let input = dir.join("raw-in");
+    let live = dir.join("live");
+    let n = emulate_files(&input, posts, seed);
     let batch = [
         "batch",
         "--no-progress",
@@ -225,6 +223,15 @@ fn replay_rebuilds_the_same_rows_and_twice_adds_nothing() {
         live.to_str().unwrap(),
     ];
     let said = ok(pinpipe(&batch, &[]), "batch");
+    (live, n, said)
+}
+
+/// Batch, then replay into a new folder: the same clean and dead-letter rows, column for
+/// column, by lineage; replaying again adds nothing; one kind alone writes only its tables.
+#[test]
+fn replay_rebuilds_the_same_rows_and_twice_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, n, said) = batch_emulated(dir.path(), "2000", "4");
     assert!(said.contains(&format!("raw {n};")), "{said}");
     assert_eq!(raw(&live).values().map(Vec::len).sum::<usize>(), n);
 
@@ -273,18 +280,7 @@ fn replay_rebuilds_the_same_rows_and_twice_adds_nothing() {
 #[test]
 fn a_replay_larger_than_its_memory_limit_spills_and_finishes() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("raw-in");
-    let live = dir.path().join("live");
-    let n = emulate_files(&input, "80000", "6");
-    let batch = [
-        "batch",
-        "--no-progress",
-        "--input",
-        input.to_str().unwrap(),
-        "--tables",
-        live.to_str().unwrap(),
-    ];
-    ok(pinpipe(&batch, &[]), "batch");
+    let (live, n, _) = batch_emulated(dir.path(), "80000", "6");
     let dest = dir.path().join("replayed");
     let replay = [
         "replay",
