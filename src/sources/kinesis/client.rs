@@ -72,10 +72,26 @@ pub(super) enum CallError {
 }
 
 /// Reads (and counts, by code) a failed call.
-pub(super) fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
+pub(super) fn classify<E: ProvideErrorMetadata>(
     e: &SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>,
     metrics: &SourceMetrics,
 ) -> CallError {
+    let status = match e {
+        SdkError::ServiceError(s) => s.raw().status().as_u16(),
+        _ => 0,
+    };
+    decide(e, status, metrics)
+}
+
+/// Reads (and counts, by code) a failure of a SubscribeToShard subscription's event
+/// stream: the same rule, but an event carries no HTTP status of its own.
+pub(super) fn classify_event<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>, metrics: &SourceMetrics) -> CallError {
+    decide(e, 0, metrics)
+}
+
+/// The rule: the shard or stream gone, access denied or another client error (`status`
+/// 4xx, not a throttle) stops the reader; anything else is retried after a backoff.
+fn decide<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>, status: u16, metrics: &SourceMetrics) -> CallError {
     let code = e.code().unwrap_or("").to_string();
     let label = if code.is_empty() {
         match e {
@@ -88,10 +104,6 @@ pub(super) fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
         code.clone()
     };
     metrics.error(&label);
-    let status = match e {
-        SdkError::ServiceError(s) => s.raw().status().as_u16(),
-        _ => 0,
-    };
     match code.as_str() {
         "ExpiredIteratorException" => CallError::Expired,
         // SubscribeToShard within 5 s of the shard's previous subscription (a resubscribe,

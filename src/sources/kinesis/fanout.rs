@@ -1,5 +1,5 @@
 //! Enhanced fan-out: the stream consumer every process of an application subscribes
-//! through, and how a push subscription's failures are read.
+//! through.
 //!
 //! With `kinesis.enhanced_fan_out`, the coordinator registers (or finds) one consumer per
 //! stream before any shard is read, and each shard actor reads its shard with
@@ -12,13 +12,11 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::types::ConsumerStatus;
 use aws_sdk_kinesis::Client;
 
-use super::client::CallError;
 use super::KinesisSourceError;
-use crate::metrics::SourceMetrics;
 
 /// How long a new consumer may take to become ACTIVE (AWS: seconds).
 const ACTIVE_WITHIN: Duration = Duration::from_secs(60);
@@ -98,26 +96,5 @@ pub(super) async fn consumer(client: &Client, stream: &str, name: &str) -> Resul
             }
             _ => tokio::time::sleep(Duration::from_millis(500)).await,
         }
-    }
-}
-
-/// Reads (and counts, by code) a failure of a subscription's event stream: the shard or the
-/// consumer gone, or access denied, stops the reader; anything else (a dropped connection,
-/// the service's own trouble, a subscription refused because the previous one on the shard
-/// is less than 5 s old) subscribes again after a backoff.
-pub(super) fn classify_event<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>, metrics: &SourceMetrics) -> CallError {
-    let code = match (e.code(), e) {
-        (Some(c), _) => c.to_string(),
-        (None, SdkError::TimeoutError(_)) => "Timeout".into(),
-        (None, SdkError::DispatchFailure(_)) => "Dispatch".into(),
-        (None, SdkError::ResponseError(_)) => "Response".into(),
-        (None, _) => "Other".into(),
-    };
-    metrics.error(&code);
-    match code.as_str() {
-        "ResourceNotFoundException" | "AccessDeniedException" | "InvalidArgumentException" => {
-            CallError::Fatal(format!("{code}: {}", e.message().unwrap_or("")))
-        }
-        _ => CallError::Retry(code),
     }
 }

@@ -9,7 +9,7 @@
 //! - [`balance`]: the pure rules deciding which leases to take or ask for.
 //! - [`shard`]: the shard actor (GetRecords or SubscribeToShard steps, limits, backoff,
 //!   hand-over).
-//! - [`fanout`]: enhanced fan-out's stream consumer and its subscriptions' failures.
+//! - [`fanout`]: enhanced fan-out's stream consumer.
 //!
 //! Positions are sequence numbers stored in the Delta commits (see `sink::checkpoint`);
 //! the leases say who reads, the tables say how far.

@@ -36,8 +36,7 @@ use aws_sdk_kinesis::types::{Record, ShardIteratorType, StartingPosition, Subscr
 use aws_sdk_kinesis::Client;
 use tokio::sync::mpsc;
 
-use super::client::{classify, is_throttle, CallError};
-use super::fanout::classify_event;
+use super::client::{classify, classify_event, is_throttle, CallError};
 use super::KinesisConfig;
 use crate::actors::Shared;
 use crate::backoff::Backoff;
@@ -438,10 +437,7 @@ impl ShardState {
                 self.subscription = Some(out.event_stream);
                 Next::After(Duration::ZERO)
             }
-            Err(e) => match classify(&e, &self.env.source) {
-                CallError::Fatal(m) => Next::Exit(Exit::Failed(m)),
-                CallError::Retry(_) | CallError::Expired => Next::After(self.backoff.next_pause()),
-            },
+            Err(e) => self.failed(classify(&e, &self.env.source)),
         }
     }
 
@@ -463,14 +459,11 @@ impl ShardState {
                 self.cursor = o.shard_iterator().map_or(Cursor::Closed, |i| Cursor::At(i.to_string()));
                 Next::After(Duration::ZERO)
             }
-            Err(e) => match classify(&e, &self.env.source) {
-                CallError::Fatal(m) => Next::Exit(Exit::Failed(m)),
-                CallError::Retry(_) | CallError::Expired => Next::After(self.backoff.next_pause()),
-            },
+            Err(e) => self.failed(classify(&e, &self.env.source)),
         }
     }
 
-    /// A failed GetRecords.
+    /// A failed GetRecords, SubscribeToShard or subscription event stream.
     fn failed(&mut self, e: CallError) -> Next {
         match e {
             CallError::Fatal(m) => Next::Exit(Exit::Failed(m)),
@@ -483,7 +476,7 @@ impl ShardState {
                     KinesisMetrics.throttled(&self.spec.stream);
                 }
                 let pause = self.backoff.next_pause();
-                tracing::debug!(stream = %self.spec.stream, shard = %self.spec.shard, error = %code, attempt = self.backoff.attempts(), "GetRecords failed; backing off");
+                tracing::debug!(stream = %self.spec.stream, shard = %self.spec.shard, error = %code, attempt = self.backoff.attempts(), "read failed; backing off");
                 Next::After(pause)
             }
         }
