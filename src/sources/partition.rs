@@ -345,7 +345,7 @@ impl Tally {
         t
     }
 
-    fn add(&mut self, routed: Routed) {
+    pub fn add(&mut self, routed: Routed) {
         self.records += 1;
         self.covered += u64::from(routed == Routed::Covered);
     }

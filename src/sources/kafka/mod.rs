@@ -10,8 +10,11 @@
 //! partitions' actors and awaits them before it polls again: actors reply once the
 //! writers accepted their rows (writers flush inline when full), so when the writers fall
 //! behind, polling stops and librdkafka stops fetching once `kafka.fetch_queue_kbytes` is
-//! buffered. After a Delta commit, the tables' positions are committed to the group for
-//! lag tools only.
+//! buffered. Only partitions with records get a message; an actor that still holds
+//! records gets an empty one every quarter batch age so that it hands them over by age.
+//! (Messaging every owned partition after every poll made the thread wake-ups grow with
+//! the partition count.) After a Delta commit, the tables' positions are committed to the
+//! group for lag tools only.
 //!
 //! A kind whose table is stalled ([`crate::sink::table_sink`]: a full disk, a schema
 //! another tool changed) has its partitions paused at the consumer until it recovers;
@@ -42,7 +45,7 @@ use crate::shutdown::{GraceExceeded, Shutdown};
 use crate::sink::{PerTable, Position, SourceKey, SourceKind, WriterError};
 use crate::sources::SourceRun;
 use group::{error_code, start_offset, GroupContext, GroupEvent, TopicPartition};
-use partition::{Drain, FetchedRecord, PartitionEnv, Records};
+use partition::{Drain, Fetched, PartitionEnv, Records};
 
 /// The `source` label of this source's metrics and lineage.
 const SOURCE: &str = "kafka";
@@ -58,7 +61,9 @@ pub enum KafkaSourceError {
     GraceExceeded(#[from] GraceExceeded),
 }
 
-type Fetched = HashMap<TopicPartition, Vec<FetchedRecord>>;
+/// One poll's records by topic, then partition. Nested so that a message finds its entry
+/// by the topic name it borrows from librdkafka, with no String built per message.
+type Poll = HashMap<String, HashMap<i32, Fetched>>;
 
 /// Consumes the configured topics until shutdown is triggered, then hands everything
 /// over, commits and leaves the group, all within the shutdown's grace period.
@@ -97,6 +102,8 @@ pub async fn run(cfg: &KafkaConfig, run: SourceRun) -> Result<(), KafkaSourceErr
         env,
         started: 0,
         paused: HashSet::new(),
+        holding: HashSet::new(),
+        last_tick: Instant::now(),
     };
     let mut r = d.dispatch(&shutdown).await;
     if r.is_ok() {
@@ -161,6 +168,10 @@ struct Dispatcher<'a> {
     started: usize,
     /// Owned partitions paused because a table of their kind is stalled.
     paused: HashSet<TopicPartition>,
+    /// Owned partitions whose actors hold records not handed over yet (as they replied).
+    holding: HashSet<TopicPartition>,
+    /// When the holding actors were last visited by age.
+    last_tick: Instant,
 }
 
 impl Dispatcher<'_> {
@@ -196,8 +207,8 @@ impl Dispatcher<'_> {
 
     /// One poll: waits up to a batch age for a message, then takes what is already
     /// fetched without waiting, up to `kafka.batch_rows`.
-    async fn poll(&self) -> Fetched {
-        let mut batch = Fetched::new();
+    async fn poll(&self) -> Poll {
+        let mut batch = Poll::new();
         let wait = Duration::from_millis(self.cfg.batch_age_ms.max(10));
         let first = match tokio::time::timeout(wait, self.consumer.recv()).await {
             Ok(m) => m,
@@ -288,25 +299,45 @@ impl Dispatcher<'_> {
         group.set_owned(&actors);
     }
 
-    /// Gives every owned partition its records (an empty message lets an idle partition
-    /// hand over by age) and waits for all of them: the backpressure point.
-    async fn hand_out(&self, mut batch: Fetched) -> Result<(), KafkaSourceError> {
-        let current: Vec<(TopicPartition, Addr<PartitionActor>)> = self
-            .group()
-            .actors
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|(k, a)| (k.clone(), a.clone()))
-            .collect();
-        // Records of a partition revoked since the fetch are dropped here: the new owner
-        // reads them again from the table position.
-        let sends = current
-            .into_iter()
-            .map(|(tp, a)| a.send(Records(batch.remove(&tp).unwrap_or_default())));
+    /// Gives each partition its records, and every quarter batch age an empty message to
+    /// the actors still holding records (so that they hand over by age), and waits for all
+    /// of them: the backpressure point.
+    async fn hand_out(&mut self, batch: Poll) -> Result<(), KafkaSourceError> {
+        let tick = self.last_tick.elapsed() >= Duration::from_millis(self.cfg.batch_age_ms / 4);
+        if tick {
+            self.last_tick = Instant::now();
+        }
+        let mut sends = Vec::new();
+        {
+            let consumer: &StreamConsumer<GroupContext> = self.consumer;
+            let actors = consumer.context().actors.lock().expect("lock");
+            // A revoked partition's actor is gone; a new assignment starts empty.
+            self.holding.retain(|tp| actors.contains_key(tp));
+            for (topic, parts) in batch {
+                for (partition, fetched) in parts {
+                    let tp = (topic.clone(), partition);
+                    // Records of a partition revoked since the fetch are dropped here: the
+                    // new owner reads them again from the table position.
+                    if let Some(a) = actors.get(&tp) {
+                        self.holding.remove(&tp);
+                        sends.push((tp, a.send(Records(fetched))));
+                    }
+                }
+            }
+            if tick {
+                for tp in self.holding.drain() {
+                    if let Some(a) = actors.get(&tp) {
+                        sends.push((tp, a.send(Records(Fetched::default()))));
+                    }
+                }
+            }
+        }
         let waiting = Instant::now();
-        for r in futures::future::join_all(sends).await {
-            r.map_err(|_| WriterError::Stopped)??;
+        let (parts, sends): (Vec<_>, Vec<_>) = sends.into_iter().unzip();
+        for (tp, r) in parts.into_iter().zip(futures::future::join_all(sends).await) {
+            if r.map_err(|_| WriterError::Stopped)?? {
+                self.holding.insert(tp);
+            }
         }
         // Time not spent polling: the actors' cleaning and, when the writers are full,
         // their inline flushes. A wait longer than a batch age is a backpressure pause.
@@ -341,17 +372,15 @@ impl Dispatcher<'_> {
     }
 }
 
-fn push(batch: &mut Fetched, m: &BorrowedMessage<'_>) {
-    let record = FetchedRecord {
-        offset: m.offset(),
-        payload: m.payload().map(<[u8]>::to_vec),
-        key: m.key().map(<[u8]>::to_vec),
-        timestamp_ms: m.timestamp().to_millis(),
+fn push(batch: &mut Poll, m: &BorrowedMessage<'_>) {
+    let parts = match batch.get_mut(m.topic()) {
+        Some(parts) => parts,
+        None => batch.entry(m.topic().to_string()).or_default(),
     };
-    batch
-        .entry((m.topic().to_string(), m.partition()))
+    parts
+        .entry(m.partition())
         .or_default()
-        .push(record);
+        .push(m.offset(), m.payload(), m.key(), m.timestamp().to_millis());
 }
 
 /// Stores the tables' positions as the group's offsets (for lag tools), and sets the lag

@@ -4,6 +4,7 @@
 //! everything over now (a revoke, the end of the run); the actor stops once the
 //! dispatcher drops its address.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,20 +14,49 @@ use crate::actors::Shared;
 use crate::clean::{Kind, RecordMeta};
 use crate::metrics::PartitionMetrics;
 use crate::sink::{PerTable, Position, SourceKey, SourceKind, WriterError, Writers};
-use crate::sources::partition::{Router, RunStats};
+use crate::sources::partition::{Router, RunStats, Tally};
 
-/// A message as fetched: what the tables keep of it.
+/// A message as fetched: what the tables keep of it. Its payload and key are ranges of
+/// its [`Fetched`] buffer.
 pub(super) struct FetchedRecord {
     pub offset: i64,
-    pub payload: Option<Vec<u8>>,
-    pub key: Option<Vec<u8>>,
+    pub payload: Option<Range<usize>>,
+    pub key: Option<Range<usize>>,
     pub timestamp_ms: Option<i64>,
 }
 
-/// Records of one partition, in offset order.
+/// One poll's records of one partition, in offset order. The payloads and keys are copied
+/// once out of librdkafka's buffers (which the consumer owns) into one buffer per poll:
+/// one allocation per partition and poll instead of one or two per message.
+#[derive(Default)]
+pub(super) struct Fetched {
+    bytes: Vec<u8>,
+    records: Vec<FetchedRecord>,
+}
+
+impl Fetched {
+    pub fn push(&mut self, offset: i64, payload: Option<&[u8]>, key: Option<&[u8]>, timestamp_ms: Option<i64>) {
+        let mut keep = |b: &[u8]| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(b);
+            start..self.bytes.len()
+        };
+        let payload = payload.map(&mut keep);
+        let key = key.map(&mut keep);
+        self.records.push(FetchedRecord {
+            offset,
+            payload,
+            key,
+            timestamp_ms,
+        });
+    }
+}
+
+/// Records of one partition, in offset order. The reply says whether the actor still
+/// holds records it has not handed over (the dispatcher then visits it again by age).
 #[derive(Message)]
-#[rtype(result = "Result<(), WriterError>")]
-pub(super) struct Records(pub Vec<FetchedRecord>);
+#[rtype(result = "Result<bool, WriterError>")]
+pub(super) struct Records(pub Fetched);
 
 /// Hand everything buffered to the writers now.
 #[derive(Message)]
@@ -53,15 +83,21 @@ struct PartitionState {
 }
 
 impl PartitionState {
-    fn ingest(&mut self, records: Vec<FetchedRecord>) {
+    fn ingest(&mut self, fetched: Fetched) {
+        if fetched.records.is_empty() {
+            return;
+        }
         let now = chrono::Utc::now().timestamp_micros();
         let (mut n, mut bytes) = (0u64, 0u64);
-        for r in records {
-            let raw = r.payload.as_deref().unwrap_or(b"");
+        let buf = &fetched.bytes;
+        // Counted once per poll: the run's counters are shared by every worker thread.
+        let mut tally = Tally::default();
+        for r in fetched.records {
+            let raw = r.payload.map_or(&b""[..], |p| &buf[p]);
             n += 1;
             bytes += raw.len() as u64;
             let meta = RecordMeta {
-                key: r.key.as_deref(),
+                key: r.key.map(|k| &buf[k]),
                 timestamp_us: r.timestamp_ms.map(|ms| ms * 1000),
             };
             // A Kafka record's mark is the next offset: what the table stores once it is in.
@@ -69,8 +105,9 @@ impl PartitionState {
             let routed = self
                 .router
                 .route(raw, meta, Position::Offset(r.offset + 1), position, now);
-            self.env.stats.count(routed);
+            tally.add(routed);
         }
+        self.env.stats.count_tally(tally);
         self.metrics.consumed(n, bytes);
         self.since.get_or_insert_with(Instant::now);
     }
@@ -81,6 +118,11 @@ impl PartitionState {
         let ready = self.router.buffered() >= self.env.batch_rows
             || self.since.is_some_and(|t| t.elapsed() >= self.env.batch_age);
         ready && !self.env.writers.stalled(self.router.kind())
+    }
+
+    /// Records read and not handed over yet.
+    fn holding(&self) -> bool {
+        self.since.is_some()
     }
 
     async fn hand_over(&mut self) -> Result<(), WriterError> {
@@ -134,7 +176,7 @@ impl Actor for PartitionActor {
 }
 
 impl Handler<Records> for PartitionActor {
-    type Result = AtomicResponse<Self, Result<(), WriterError>>;
+    type Result = AtomicResponse<Self, Result<bool, WriterError>>;
     fn handle(&mut self, m: Records, _: &mut Context<Self>) -> Self::Result {
         self.state.run(self, move |st| {
             Box::pin(async move {
@@ -146,7 +188,7 @@ impl Handler<Records> for PartitionActor {
                         Err(e) => return Err(e),
                     }
                 }
-                Ok(())
+                Ok(st.holding())
             })
         })
     }
