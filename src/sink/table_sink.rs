@@ -13,14 +13,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::Date32Type;
+use arrow_array::{Array, RecordBatch};
 use arrow_schema::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::scalars::ScalarExt;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTable, DeltaTableError};
+use indexmap::IndexMap;
 use parquet::file::properties::WriterProperties;
 
 use super::checkpoint::{encode, CheckpointError, CheckpointIndex, Position, SourceKey};
@@ -136,6 +140,8 @@ pub struct TableSink {
     index: CheckpointIndex,
     cfg: WriterConfig,
     props: WriterProperties,
+    /// The table's partition columns (the raw tables' `ingest_date`).
+    partitions: Vec<String>,
     pending: BTreeMap<SourceKey, Pending>,
     /// Keys another writer moved, with the position it stored: appends must resume there.
     fenced: HashMap<SourceKey, Option<Position>>,
@@ -172,6 +178,7 @@ impl TableSink {
             index: CheckpointIndex::new(),
             cfg,
             props,
+            partitions: partitions.iter().map(|p| p.to_string()).collect(),
             pending: BTreeMap::new(),
             fenced: HashMap::new(),
             rows: 0,
@@ -587,9 +594,78 @@ impl TableSink {
             .with_writer_properties(self.props.clone())
             .with_target_file_size(self.cfg.target_file_size);
         for b in batches {
-            writer.write(b.clone()).await.map_err(|e| self.delta_err(e))?;
+            let written = match one_partition(b, &self.partitions) {
+                Some(values) => writer
+                    .write_partition(b.clone(), &values, WriteMode::Default)
+                    .await
+                    .map(|_| ()),
+                None => writer.write(b.clone()).await,
+            };
+            written.map_err(|e| self.delta_err(e))?;
         }
         let adds = writer.flush().await.map_err(|e| self.delta_err(e))?;
         Ok(adds.into_iter().map(Action::Add).collect())
+    }
+}
+
+/// The partition values every row of `b` shares, if it does and the partition columns are
+/// dates (the raw tables' `ingest_date`: a batch is one hand-over, nearly always of one
+/// day). Such a batch goes to its partition as it is; deltalake's own split would hash
+/// every row and copy the whole batch, the record bytes included, to group it.
+fn one_partition<S: ScalarExt>(b: &RecordBatch, columns: &[String]) -> Option<IndexMap<String, S>> {
+    let mut values = IndexMap::with_capacity(columns.len());
+    for name in uniform_dates(b, columns)? {
+        let col = b.column_by_name(name)?;
+        values.insert(name.clone(), S::from_array(col.as_ref(), 0)?);
+    }
+    Some(values)
+}
+
+/// `columns`, if there are some, each is a date column of `b` and each holds one value in
+/// every row (no nulls).
+fn uniform_dates<'a>(b: &RecordBatch, columns: &'a [String]) -> Option<&'a [String]> {
+    if columns.is_empty() || b.num_rows() == 0 {
+        return None;
+    }
+    for name in columns {
+        let dates = b.column_by_name(name)?.as_primitive_opt::<Date32Type>()?;
+        let days = dates.values();
+        if dates.null_count() > 0 || days.iter().any(|d| *d != days[0]) {
+            return None;
+        }
+    }
+    Some(columns)
+}
+
+#[cfg(test)]
+mod one_partition_tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Date32Array, Int32Array};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch(days: Vec<Option<i32>>) -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new("n", DataType::Int32, false),
+            Field::new("ingest_date", DataType::Date32, true),
+        ]);
+        let n = Int32Array::from_iter_values(0..days.len() as i32);
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(n), Arc::new(Date32Array::from(days))]).unwrap()
+    }
+
+    #[test]
+    fn only_a_batch_of_one_day_skips_the_split() {
+        let cols = ["ingest_date".to_string()];
+        assert!(uniform_dates(&batch(vec![Some(20_000); 3]), &cols).is_some());
+        // Across midnight, a null, an empty batch, an unpartitioned table, a column that is
+        // not a date: deltalake's split decides.
+        assert!(uniform_dates(&batch(vec![Some(20_000), Some(20_001)]), &cols).is_none());
+        assert!(uniform_dates(&batch(vec![Some(20_000), None]), &cols).is_none());
+        assert!(uniform_dates(&batch(vec![]), &cols).is_none());
+        assert!(uniform_dates(&batch(vec![Some(1)]), &[]).is_none());
+        assert!(uniform_dates(&batch(vec![Some(1)]), &["n".to_string()]).is_none());
+        assert!(uniform_dates(&batch(vec![Some(1)]), &["missing".to_string()]).is_none());
     }
 }
