@@ -14,8 +14,13 @@
 //! fixed produce rate the latency from the producer's send to the Delta commit holding
 //! the row (p50, p99, max). The broker runs in this process and competes for the same two
 //! cores; the figures are a floor, not a ceiling.
+//!
+//! With `PINPIPE_BENCH_KDI=<kafka-delta-ingest binary>`, kafka-delta-ingest reads the same
+//! topics on the same broker in the same run (one process per topic) and the same figures
+//! are printed for it, with pinpipe's as ratios to KDI's ([`kdi`]). Each side's row count
+//! must equal the records produced, or the bench fails.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,6 +34,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
+mod kdi;
 mod support;
 
 use pinpipe::clean::Kind;
@@ -143,22 +149,36 @@ fn assert_untrimmed(mock: &MockCluster<'static, DefaultProducerContext>, prefix:
 struct RunFigures {
     /// From the first partition assignment to exit: without the group join.
     steady: f64,
+    /// From spawn to exit.
+    wall: f64,
     cpu: f64,
     peak_rss_mb: f64,
 }
 
 /// Runs `pinpipe run --stop-after n` to its end; samples its peak RSS and reads its CPU
 /// time from /proc while it is a zombie (before it is reaped).
-fn run_to(dir: &Path, name: &str, toml: &str, n: usize, during: impl FnOnce(&Path)) -> RunFigures {
+///
+/// `bin` is this build's binary or another one (`PINPIPE_BENCH_BEFORE`); `env` adds config
+/// overrides (`PINPIPE_BENCH_VARIANT`).
+fn run_bin(
+    bin: &str,
+    env: &[(String, String)],
+    dir: &Path,
+    name: &str,
+    toml: &str,
+    n: usize,
+    during: impl FnOnce(&Path),
+) -> RunFigures {
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(&config, toml).expect("config");
     let log_path = dir.join(format!("{name}.log"));
     let log = std::fs::File::create(&log_path).expect("log");
     let t = Instant::now();
     let spawned = now_ms();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin)
         .args(["run", "--no-progress", "--stop-after", &n.to_string()])
         .env("PINPIPE_CONFIG", &config)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env(
             "PINPIPE_LOG",
             std::env::var("PINPIPE_BENCH_LOG").unwrap_or("warn,pinpipe::sources::kafka=info".into()),
@@ -210,6 +230,7 @@ fn run_to(dir: &Path, name: &str, toml: &str, n: usize, during: impl FnOnce(&Pat
     );
     RunFigures {
         steady,
+        wall,
         cpu,
         peak_rss_mb: hwm_kb as f64 / 1024.0,
     }
@@ -369,6 +390,7 @@ fn main() {
     produce_all(&p, &recs);
     let produce_s = t.elapsed().as_secs_f64();
     assert_untrimmed(&mock, "bench", partitions);
+    let keys = top_level_keys(&recs);
     drop(recs);
     println!(
         "pre-produced in {produce_s:.1}s ({:.0} records/s)",
@@ -383,10 +405,47 @@ fn main() {
         format!("{parse_rate:.0}"),
         "1.00x"
     );
-    // The raw tables (on by default) are measured against the same run without them.
-    for (workers, raw) in [(1usize, true), (2, true), (2, false)] {
-        let name = format!("w{workers}{}", if raw { "" } else { "-noraw" });
-        let label = format!("{workers} worker(s){}", if raw { "" } else { ", raw off" });
+    // The raw tables (on by default) are measured against the same run without them, and
+    // with `PINPIPE_BENCH_BEFORE=<an older pinpipe binary>` this build against that one.
+    // `PINPIPE_BENCH_RUNS` picks runs by name (default: w1,w2,w2-noraw), and
+    // `PINPIPE_BENCH_VARIANT="PINPIPE__WRITER__ZSTD_LEVEL=1 ..."` adds run w2-variant: this
+    // build with those config overrides.
+    let mut pinpipe_w2 = None;
+    let before = std::env::var("PINPIPE_BENCH_BEFORE").ok();
+    let picked = std::env::var("PINPIPE_BENCH_RUNS").unwrap_or("w1,w2,w2-noraw".into());
+    let variant: Vec<(String, String)> = std::env::var("PINPIPE_BENCH_VARIANT")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    let mut runs = vec![
+        (1usize, true, None, false),
+        (2, true, None, false),
+        (2, false, None, false),
+    ];
+    if let Some(b) = &before {
+        runs.insert(1, (2, true, Some(b.clone()), false));
+    }
+    if !variant.is_empty() {
+        runs.insert(1, (2, true, None, true));
+    }
+    for (workers, raw, bin, with_variant) in runs {
+        let name = format!(
+            "w{workers}{}{}{}",
+            if raw { "" } else { "-noraw" },
+            if bin.is_some() { "-before" } else { "" },
+            if with_variant { "-variant" } else { "" }
+        );
+        let base = name.trim_end_matches("-before").trim_end_matches("-variant");
+        if !picked.split(',').any(|p| p.trim() == base) {
+            continue;
+        }
+        let label = format!(
+            "{workers} worker(s){}{}{}",
+            if raw { "" } else { ", raw off" },
+            if bin.is_some() { ", before" } else { "" },
+            if with_variant { ", variant" } else { "" }
+        );
         let tables = dir.path().join(format!("tables-{name}"));
         let mut toml = config(&tables, &brokers, "bench", workers, 1_000, 500);
         if !raw {
@@ -395,9 +454,21 @@ fn main() {
         // Each run is its own group, reading the same pre-produced topics from the start.
         let toml = toml.replace("bench-group", &format!("bench-{name}"));
         let broker_cpu = self_cpu();
-        let f = run_to(dir.path(), &format!("run-{name}"), &toml, n, |_| {});
+        let env = if with_variant { &variant[..] } else { &[] };
+        let f = run_bin(
+            bin.as_deref().unwrap_or(BIN),
+            env,
+            dir.path(),
+            &format!("run-{name}"),
+            &toml,
+            n,
+            |_| {},
+        );
         let broker_cpu = self_cpu() - broker_cpu;
         let wall = n as f64 / f.steady;
+        if workers == 2 && raw && bin.is_none() && !with_variant {
+            pinpipe_w2 = Some((f.wall, f.cpu, f.peak_rss_mb, tables.clone()));
+        }
         let per_cpu = n as f64 / f.cpu.max(1e-9);
         println!(
             "{:<44} {:>14} {:>8.2}x",
@@ -433,56 +504,111 @@ fn main() {
 
     // Latency at a fixed rate: the consumer runs first, the producer paces sends.
     let total = (rate * seconds) as usize;
-    let live = records("live", total.div_ceil(3) as u64, partitions, 7);
-    let live = &live[..total.min(live.len())];
-    for kind in Kind::ALL {
-        mock.create_topic(&format!("live.{kind}"), partitions, 1)
-            .expect("topic");
+    let mut lives = vec![(BIN, "live")];
+    if let Some(b) = &before {
+        lives.push((b.as_str(), "livebefore"));
     }
-    let tables = dir.path().join("tables-live");
-    let (max_age_ms, batch_age_ms) = (1_000, 100);
-    let toml = config(&tables, &brokers, "live", 2, max_age_ms, batch_age_ms);
-    let mut sent: HashMap<Key, i64> = HashMap::with_capacity(live.len());
-    run_to(dir.path(), "run-live", &toml, live.len(), |log| {
-        // Produce once the group has formed (the mock delays the first join by ~3 s).
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .contains("partition actor started")
-        {
-            assert!(Instant::now() < deadline, "no partition assigned within 60 s");
+    for (bin, prefix) in lives {
+        let live = records(prefix, total.div_ceil(3) as u64, partitions, 7);
+        let live = &live[..total.min(live.len())];
+        for kind in Kind::ALL {
+            mock.create_topic(&format!("{prefix}.{kind}"), partitions, 1)
+                .expect("topic");
+        }
+        let tables = dir.path().join(format!("tables-{prefix}"));
+        let (max_age_ms, batch_age_ms) = (1_000, 100);
+        let toml = config(&tables, &brokers, prefix, 2, max_age_ms, batch_age_ms);
+        let mut sent = HashMap::new();
+        run_bin(
+            bin,
+            &[],
+            dir.path(),
+            &format!("run-{prefix}"),
+            &toml,
+            live.len(),
+            |log| {
+                // Produce once the group has formed (the mock delays the first join by ~3 s).
+                wait_for_line(&[log.to_path_buf()], "partition actor started");
+                sent = produce_paced(&p, live, rate);
+            },
+        );
+        let committed = commit_times(&tables);
+        let mut lat: Vec<i64> = sent
+            .iter()
+            .map(|(k, at)| committed.get(k).expect("every sent record committed") - at)
+            .collect();
+        let who = if bin == BIN { "pinpipe" } else { "pinpipe before" };
+        print_latency(who, &mut lat, rate, max_age_ms, Some(batch_age_ms));
+    }
+    println!("(latency ratios are to the flush age; the aim is p99 <= flush age + 500 ms)");
+    println!("(* wall: from the first partition assignment to exit, i.e. without the group join)");
+
+    if let Some(k) = kdi::Kdi::from_env() {
+        let pinpipe = pinpipe_w2.expect("the 2-worker run");
+        kdi_side_by_side(&k, dir.path(), &mock, &keys, posts as usize, parse_rate, pinpipe);
+        let live = records("kdilive", total.div_ceil(3) as u64, partitions, 7);
+        kdi_latency(
+            &k,
+            dir.path(),
+            &mock,
+            &p,
+            &live[..total.min(live.len())],
+            partitions,
+            rate,
+        );
+    }
+    if std::env::var_os("PINPIPE_BENCH_KEEP").is_some() {
+        println!("kept: {}", dir.keep().display());
+    }
+}
+
+/// Waits (up to 60 s) until each log has the line.
+fn wait_for_line(logs: &[PathBuf], line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for log in logs {
+        while !std::fs::read_to_string(log).unwrap_or_default().contains(line) {
+            assert!(
+                Instant::now() < deadline,
+                "no {line:?} in {} within 60 s",
+                log.display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let t = Instant::now();
-        let mut pending = Vec::new();
-        for (i, (topic, part, payload)) in live.iter().enumerate() {
-            let due = Duration::from_secs_f64(i as f64 / rate);
-            if let Some(wait) = due.checked_sub(t.elapsed()) {
-                std::thread::sleep(wait);
-            }
-            let r: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).partition(*part).payload(payload.as_slice());
-            pending.push((
-                topic.clone(),
-                now_ms(),
-                p.send_result(r).map_err(|(e, _)| e).expect("enqueue"),
-            ));
+    }
+}
+
+/// Sends the records at `rate` per second; returns each one's send time (ms) by lineage.
+fn produce_paced(p: &FutureProducer, live: &[Record], rate: f64) -> HashMap<Key, i64> {
+    let t = Instant::now();
+    let mut pending = Vec::new();
+    for (i, (topic, part, payload)) in live.iter().enumerate() {
+        let due = Duration::from_secs_f64(i as f64 / rate);
+        if let Some(wait) = due.checked_sub(t.elapsed()) {
+            std::thread::sleep(wait);
         }
-        for (topic, at, f) in pending {
-            let d = futures::executor::block_on(f)
-                .expect("delivery")
-                .unwrap_or_else(|(e, _)| panic!("delivery failed: {e}"));
-            sent.insert((topic, d.partition.to_string(), d.offset.to_string()), at);
-        }
-    });
-    let committed = commit_times(&tables);
-    let mut lat: Vec<i64> = sent
-        .iter()
-        .map(|(k, at)| committed.get(k).expect("every sent record committed") - at)
-        .collect();
+        let r: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).partition(*part).payload(payload.as_slice());
+        pending.push((
+            topic.clone(),
+            now_ms(),
+            p.send_result(r).map_err(|(e, _)| e).expect("enqueue"),
+        ));
+    }
+    let mut sent = HashMap::with_capacity(pending.len());
+    for (topic, at, f) in pending {
+        let d = futures::executor::block_on(f)
+            .expect("delivery")
+            .unwrap_or_else(|(e, _)| panic!("delivery failed: {e}"));
+        sent.insert((topic, d.partition.to_string(), d.offset.to_string()), at);
+    }
+    sent
+}
+
+fn print_latency(who: &str, lat: &mut [i64], rate: f64, max_age_ms: u64, batch_age_ms: Option<u64>) {
     lat.sort_unstable();
+    let batch = batch_age_ms.map_or(String::new(), |b| format!(", batch age {b} ms"));
     println!(
         "{:<44} {:>14} {:>9}",
-        format!("latency at {rate:.0} rec/s, flush age {max_age_ms} ms, batch age {batch_age_ms} ms"),
+        format!("{who} latency at {rate:.0} rec/s, flush age {max_age_ms} ms{batch}"),
         format!("{} rows", lat.len()),
         ""
     );
@@ -490,13 +616,176 @@ fn main() {
         println!(
             "{:<44} {:>14} {:>8.2}x",
             format!("  send -> Delta commit {label} (ms)"),
-            percentile(&lat, q),
-            percentile(&lat, q) as f64 / max_age_ms as f64
+            percentile(lat, q),
+            percentile(lat, q) as f64 / max_age_ms as f64
         );
     }
-    println!("(latency ratios are to the flush age; the aim is p99 <= flush age + 1 s)");
-    println!("(* wall: from the first partition assignment to exit, i.e. without the group join)");
-    if std::env::var_os("PINPIPE_BENCH_KEEP").is_some() {
-        println!("kept: {}", dir.keep().display());
+}
+
+/// Each topic's top-level JSON keys (KDI's table schema is the raw record's).
+fn top_level_keys(recs: &[Record]) -> HashMap<String, BTreeSet<String>> {
+    let mut out: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for (topic, _, payload) in recs {
+        if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(payload) {
+            out.entry(topic.clone()).or_default().extend(m.keys().cloned());
+        }
     }
+    out
+}
+
+/// (commits that added files, files) over the Delta tables under `dir`.
+fn commits_and_files(dir: &Path) -> (usize, usize) {
+    let (mut commits, mut files) = (0, 0);
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().join("_delta_log").is_dir() {
+            let log = kdi::read_log(&e.path());
+            commits += log.commits;
+            files += log.files.len();
+        }
+    }
+    (commits, files)
+}
+
+/// kafka-delta-ingest on the pre-produced topics: one process per topic to the end of
+/// its partitions; prints its figures and pinpipe's (2 workers, raw tables on) beside them.
+#[allow(clippy::too_many_arguments)]
+fn kdi_side_by_side(
+    k: &kdi::Kdi,
+    dir: &Path,
+    mock: &MockCluster<'static, DefaultProducerContext>,
+    keys: &HashMap<String, BTreeSet<String>>,
+    posts: usize,
+    parse_rate: f64,
+    pinpipe: (f64, f64, f64, PathBuf),
+) {
+    let root = dir.join("kdi");
+    let mut children = Vec::new();
+    for kind in Kind::ALL {
+        let topic = format!("bench.{kind}");
+        kdi::Kdi::create_tables(&root, &kind.to_string(), &keys[&topic]);
+        children.push(k.spawn(&root, &kind.to_string(), &topic, &mock.bootstrap_servers(), true));
+    }
+    let broker_cpu = self_cpu();
+    let f = kdi::watch(&mut children, Duration::from_secs(900), || false);
+    let broker_cpu = self_cpu() - broker_cpu;
+    let (mut commits, mut files, mut total) = (0, 0, 0);
+    for kind in Kind::ALL {
+        let (main, dlq) = (
+            kdi::read_log(&root.join(kind.to_string())),
+            kdi::read_log(&root.join(format!("{kind}_dlq"))),
+        );
+        let (rows, dead) = (kdi::rows(&main), kdi::rows(&dlq));
+        assert_eq!(
+            rows + dead,
+            posts,
+            "kafka-delta-ingest wrote {rows} rows + {dead} dead letters for bench.{kind}, {posts} were produced"
+        );
+        println!("  kafka-delta-ingest bench.{kind}: {rows} rows + {dead} dead letters = {posts} records");
+        commits += main.commits + dlq.commits;
+        files += main.files.len() + dlq.files.len();
+        total += rows + dead;
+    }
+    let (p_wall, p_cpu, p_rss, p_tables) = pinpipe;
+    let (p_commits, p_files) = commits_and_files(&p_tables);
+    let n = total as f64;
+    println!();
+    println!(
+        "{:<44} {:>14} {:>9}",
+        "side by side (3 topics, same records)", "KDI", "pinpipe/KDI"
+    );
+    println!(
+        "{:<44} {:>14} {:>8.2}x",
+        "records/s, spawn to exit (incl. group join)",
+        format!("{:.0}", n / f.wall),
+        (n / p_wall) / (n / f.wall)
+    );
+    println!(
+        "{:<44} {:>14} {:>8.2}x",
+        "records per CPU-s of the consumer processes",
+        format!("{:.0}", n / f.cpu),
+        (n / p_cpu) / (n / f.cpu)
+    );
+    println!(
+        "{:<44} {:>14} {:>9}",
+        "  KDI per CPU-s vs serde_json parse floor",
+        format!("{:.2}x", (n / f.cpu) / parse_rate),
+        ""
+    );
+    println!(
+        "{:<44} {:>14} {:>8.2}x",
+        "peak RSS, summed over processes (MiB)",
+        format!("{:.0}", f.peak_rss_mb),
+        p_rss / f.peak_rss_mb
+    );
+    println!(
+        "{:<44} {:>14} {:>9}",
+        "commits / files written (pinpipe: 9 tables)",
+        format!("{commits} / {files}"),
+        format!("{p_commits} / {p_files}")
+    );
+    println!(
+        "{:<44} {:>14} {:>9}",
+        "  CPU-s: KDI / mock broker, wall s",
+        format!("{:.1} / {:.1}, {:.1}", f.cpu, broker_cpu, f.wall),
+        ""
+    );
+}
+
+/// kafka-delta-ingest at the fixed rate: send -> commit latency of the rows it wrote
+/// (its dead letters carry no offset and are left out of the percentiles).
+fn kdi_latency(
+    k: &kdi::Kdi,
+    dir: &Path,
+    mock: &MockCluster<'static, DefaultProducerContext>,
+    p: &FutureProducer,
+    live: &[Record],
+    partitions: i32,
+    rate: f64,
+) {
+    let root = dir.join("kdi-live");
+    let keys = top_level_keys(live);
+    let mut children = Vec::new();
+    let mut logs = Vec::new();
+    for kind in Kind::ALL {
+        let topic = format!("kdilive.{kind}");
+        mock.create_topic(&topic, partitions, 1).expect("topic");
+        kdi::Kdi::create_tables(&root, &kind.to_string(), &keys[&topic]);
+        children.push(k.spawn(&root, &kind.to_string(), &topic, &mock.bootstrap_servers(), false));
+        logs.push(root.join(format!("{kind}.log")));
+    }
+    wait_for_line(&logs, "POST_REBALANCE - Assign");
+    let sent = produce_paced(p, live, rate);
+    let want = live.len();
+    let mut last_check = Instant::now();
+    let count = || {
+        Kind::ALL
+            .iter()
+            .map(|kind| {
+                kdi::rows(&kdi::read_log(&root.join(kind.to_string())))
+                    + kdi::rows(&kdi::read_log(&root.join(format!("{kind}_dlq"))))
+            })
+            .sum::<usize>()
+    };
+    kdi::watch(&mut children, Duration::from_secs(300), || {
+        if last_check.elapsed() < Duration::from_millis(500) {
+            return false;
+        }
+        last_check = Instant::now();
+        count() >= want
+    });
+    assert_eq!(
+        count(),
+        want,
+        "kafka-delta-ingest rows + dead letters at the fixed rate"
+    );
+    let mut lat = Vec::new();
+    for kind in Kind::ALL {
+        let topic = format!("kdilive.{kind}");
+        for ((part, offset), ts) in kdi::committed(&kdi::read_log(&root.join(kind.to_string()))) {
+            if let Some(at) = sent.get(&(topic.clone(), part.to_string(), offset.to_string())) {
+                lat.push(ts - at);
+            }
+        }
+    }
+    print_latency("KDI", &mut lat, rate, 1_000, None);
 }
