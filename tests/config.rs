@@ -93,6 +93,7 @@ const FILE_CASES: &[(&str, &[&str])] = &[
     ("[kafka]\nbatch_rows = 0\n", &["kafka.batch_rows"]),
     ("[kafka]\nbatch_age_ms = 0\n", &["kafka.batch_rows"]),
     ("[kafka]\nworkers = 0\n", &["kafka.workers", "1..=256"]),
+    ("[kafka]\nheld_records = 0\n", &["kafka.held_records"]),
     ("[kafka]\nfetch_queue_kbytes = 1\n", &["kafka.fetch_queue_kbytes"]),
     ("[kafka]\nshutdown_grace_ms = 10\n", &["kafka.shutdown_grace_ms"]),
     (

@@ -30,6 +30,10 @@ pub struct KafkaConfig {
     pub batch_age_ms: u64,
     /// Threads (actix arbiters) the partition actors are spread over.
     pub workers: usize,
+    /// Records all partition actors of the process may hold together before each hands
+    /// its records over at its next poll, whatever their age: with hundreds of partitions,
+    /// `batch_age_ms` alone lets the actors hold that long of everything read.
+    pub held_records: usize,
     /// Bound of librdkafka's prefetch queue per consumer (`queued.max.messages.kbytes`):
     /// when the writers fall behind, the dispatcher stops polling and fetching stops
     /// once this much is buffered.
@@ -59,6 +63,7 @@ impl Default for KafkaConfig {
             batch_rows: 8192,
             batch_age_ms: 500,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            held_records: 32 * 1024,
             fetch_queue_kbytes: 16 * 1024,
             shutdown_grace_ms: 30_000,
             msk_iam_region: String::new(),
@@ -114,6 +119,7 @@ impl KafkaConfig {
             "kafka.batch_rows",
             "kafka.batch_rows and kafka.batch_age_ms must be at least 1",
         )?;
+        ensure(self.held_records > 0, "kafka.held_records", "must be at least 1")?;
         ensure(
             (1..=256).contains(&self.workers),
             "kafka.workers",

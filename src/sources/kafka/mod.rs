@@ -27,7 +27,8 @@ pub mod msk_iam;
 mod partition;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -94,6 +95,8 @@ pub async fn run(cfg: &KafkaConfig, run: SourceRun) -> Result<(), KafkaSourceErr
         max_record_bytes: run.max_record_bytes,
         batch_rows: cfg.batch_rows,
         batch_age: Duration::from_millis(cfg.batch_age_ms),
+        held: Arc::new(AtomicUsize::new(0)),
+        held_records: cfg.held_records,
     };
     let mut d = Dispatcher {
         consumer: &consumer,

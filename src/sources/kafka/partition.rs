@@ -5,6 +5,7 @@
 //! dispatcher drops its address.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,10 @@ pub(super) struct PartitionEnv {
     pub max_record_bytes: usize,
     pub batch_rows: usize,
     pub batch_age: Duration,
+    /// Records the process's partition actors hold, together, and the bound past which
+    /// each hands over at its next poll (`kafka.held_records`).
+    pub held: Arc<AtomicUsize>,
+    pub held_records: usize,
 }
 
 struct PartitionState {
@@ -79,6 +84,8 @@ struct PartitionState {
     metrics: PartitionMetrics,
     /// When the oldest record not handed over yet arrived.
     since: Option<Instant>,
+    /// Records read and not handed over yet (this actor's share of `env.held`).
+    held: usize,
     offset_text: itoa::Buffer,
 }
 
@@ -110,13 +117,16 @@ impl PartitionState {
         self.env.stats.count_tally(tally);
         self.metrics.consumed(n, bytes);
         self.since.get_or_insert_with(Instant::now);
+        self.held += n as usize;
+        self.env.held.fetch_add(n as usize, Ordering::Relaxed);
     }
 
     /// Time to hand over: enough rows or old enough, and the kind's tables are not stalled
     /// (until they recover the rows wait here; the dispatcher paused the partition).
     fn due(&self) -> bool {
         let ready = self.router.buffered() >= self.env.batch_rows
-            || self.since.is_some_and(|t| t.elapsed() >= self.env.batch_age);
+            || self.since.is_some_and(|t| t.elapsed() >= self.env.batch_age)
+            || (self.held > 0 && self.env.held.load(Ordering::Relaxed) >= self.env.held_records);
         ready && !self.env.writers.stalled(self.router.kind())
     }
 
@@ -129,7 +139,20 @@ impl PartitionState {
         let sent = self.router.send(&self.env.writers).await;
         // Handed over, also to a stalled table (which keeps them).
         self.since = None;
+        self.release();
         sent
+    }
+
+    fn release(&mut self) {
+        self.env.held.fetch_sub(self.held, Ordering::Relaxed);
+        self.held = 0;
+    }
+}
+
+impl Drop for PartitionState {
+    /// A revoked actor's records are read again by the next owner: no longer held here.
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -157,6 +180,7 @@ impl PartitionActor {
             env,
             metrics,
             since: None,
+            held: 0,
             offset_text: itoa::Buffer::new(),
         };
         Self {
