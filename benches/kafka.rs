@@ -18,7 +18,8 @@
 //! With `PINPIPE_BENCH_KDI=<kafka-delta-ingest binary>`, kafka-delta-ingest reads the same
 //! topics on the same broker in the same run (one process per topic) and the same figures
 //! are printed for it, with pinpipe's as ratios to KDI's ([`kdi`]). Each side's row count
-//! must equal the records produced, or the bench fails.
+//! must equal the records produced, or the bench fails. KDI's latency at the fixed rate
+//! runs only with `PINPIPE_BENCH_KDI_LATENCY=1`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -546,16 +547,15 @@ fn main() {
     if let Some(k) = kdi::Kdi::from_env() {
         let pinpipe = pinpipe_w2.expect("the 2-worker run");
         kdi_side_by_side(&k, dir.path(), &mock, &keys, posts as usize, parse_rate, pinpipe);
-        let live = records("kdilive", total.div_ceil(3) as u64, partitions, 7);
-        kdi_latency(
-            &k,
-            dir.path(),
-            &mock,
-            &p,
-            &live[..total.min(live.len())],
-            partitions,
-            rate,
-        );
+        // Opt-in: here KDI fell behind a paced producer (a commit every ~11 s holding a few
+        // hundred rows, BENCHMARKS.md), so this phase runs into its time limit.
+        if std::env::var("PINPIPE_BENCH_KDI_LATENCY").is_ok_and(|v| v == "1") {
+            let live = records("kdilive", total.div_ceil(3) as u64, partitions, 7);
+            let live = &live[..total.min(live.len())];
+            kdi_latency(&k, dir.path(), &mock, &p, live, partitions, rate);
+        } else {
+            println!("(KDI's latency at a fixed rate: PINPIPE_BENCH_KDI_LATENCY=1)");
+        }
     }
     if std::env::var_os("PINPIPE_BENCH_KEEP").is_some() {
         println!("kept: {}", dir.keep().display());
@@ -659,28 +659,47 @@ fn kdi_side_by_side(
     pinpipe: (f64, f64, f64, PathBuf),
 ) {
     let root = dir.join("kdi");
+    let kinds: Vec<String> = Kind::ALL.iter().map(|k| k.to_string()).collect();
     let mut children = Vec::new();
+    let spawned = now_ms();
     for kind in Kind::ALL {
         let topic = format!("bench.{kind}");
         kdi::Kdi::create_tables(&root, &kind.to_string(), &keys[&topic]);
-        children.push(k.spawn(&root, &kind.to_string(), &topic, &mock.bootstrap_servers(), true));
+        children.push(k.spawn(&root, &kind.to_string(), &topic, &mock.bootstrap_servers()));
     }
     let broker_cpu = self_cpu();
-    let f = kdi::watch(&mut children, Duration::from_secs(900), || false);
+    // Stopped once its tables hold every record (or at the time limit, which fails).
+    let want = posts * Kind::ALL.len();
+    let mut last_check = Instant::now();
+    let f = kdi::watch(&mut children, Duration::from_secs(900), || {
+        if last_check.elapsed() < Duration::from_millis(200) {
+            return false;
+        }
+        last_check = Instant::now();
+        k.total(&root, &kinds) >= want
+    });
     let broker_cpu = self_cpu() - broker_cpu;
+    // Its wall clock ends at its last commit, not at the poll that noticed it.
+    let last = Kind::ALL
+        .iter()
+        .flat_map(|k| [k.to_string(), format!("{k}_dlq")])
+        .filter_map(|t| kdi::last_commit(&kdi::read_log(&root.join(t))))
+        .max()
+        .expect("kafka-delta-ingest committed nothing");
+    let kdi_wall = (last - spawned) as f64 / 1000.0;
     let (mut commits, mut files, mut total) = (0, 0, 0);
     for kind in Kind::ALL {
         let (main, dlq) = (
             kdi::read_log(&root.join(kind.to_string())),
             kdi::read_log(&root.join(format!("{kind}_dlq"))),
         );
-        let (rows, dead) = (kdi::rows(&main), kdi::rows(&dlq));
+        let (rows, dead) = k.counts(&root, &kind.to_string());
         assert_eq!(
             rows + dead,
             posts,
-            "kafka-delta-ingest wrote {rows} rows + {dead} dead letters for bench.{kind}, {posts} were produced"
+            "kafka-delta-ingest wrote {rows} rows + {dead} rejected for bench.{kind}, {posts} were produced"
         );
-        println!("  kafka-delta-ingest bench.{kind}: {rows} rows + {dead} dead letters = {posts} records");
+        println!("  kafka-delta-ingest bench.{kind}: {rows} rows + {dead} rejected = {posts} records");
         commits += main.commits + dlq.commits;
         files += main.files.len() + dlq.files.len();
         total += rows + dead;
@@ -696,8 +715,8 @@ fn kdi_side_by_side(
     println!(
         "{:<44} {:>14} {:>8.2}x",
         "records/s, spawn to exit (incl. group join)",
-        format!("{:.0}", n / f.wall),
-        (n / p_wall) / (n / f.wall)
+        format!("{:.0}", n / kdi_wall),
+        (n / p_wall) / (n / kdi_wall)
     );
     println!(
         "{:<44} {:>14} {:>8.2}x",
@@ -726,7 +745,7 @@ fn kdi_side_by_side(
     println!(
         "{:<44} {:>14} {:>9}",
         "  CPU-s: KDI / mock broker, wall s",
-        format!("{:.1} / {:.1}, {:.1}", f.cpu, broker_cpu, f.wall),
+        format!("{:.1} / {:.1}, {:.1}", f.cpu, broker_cpu, kdi_wall),
         ""
     );
 }
@@ -750,31 +769,23 @@ fn kdi_latency(
         let topic = format!("kdilive.{kind}");
         mock.create_topic(&topic, partitions, 1).expect("topic");
         kdi::Kdi::create_tables(&root, &kind.to_string(), &keys[&topic]);
-        children.push(k.spawn(&root, &kind.to_string(), &topic, &mock.bootstrap_servers(), false));
+        children.push(k.spawn(&root, &kind.to_string(), &topic, &mock.bootstrap_servers()));
         logs.push(root.join(format!("{kind}.log")));
     }
     wait_for_line(&logs, "POST_REBALANCE - Assign");
     let sent = produce_paced(p, live, rate);
     let want = live.len();
     let mut last_check = Instant::now();
-    let count = || {
-        Kind::ALL
-            .iter()
-            .map(|kind| {
-                kdi::rows(&kdi::read_log(&root.join(kind.to_string())))
-                    + kdi::rows(&kdi::read_log(&root.join(format!("{kind}_dlq"))))
-            })
-            .sum::<usize>()
-    };
+    let kinds: Vec<String> = Kind::ALL.iter().map(|k| k.to_string()).collect();
     kdi::watch(&mut children, Duration::from_secs(300), || {
         if last_check.elapsed() < Duration::from_millis(500) {
             return false;
         }
         last_check = Instant::now();
-        count() >= want
+        k.total(&root, &kinds) >= want
     });
     assert_eq!(
-        count(),
+        k.total(&root, &kinds),
         want,
         "kafka-delta-ingest rows + dead letters at the fixed rate"
     );
