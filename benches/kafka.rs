@@ -28,8 +28,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow_array::cast::AsArray;
 use arrow_array::Array;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
@@ -320,23 +318,9 @@ fn commit_times(tables: &Path) -> HashMap<Key, i64> {
     out
 }
 
-fn lineage(file: &PathBuf) -> Vec<Key> {
-    let f = std::fs::File::open(file).expect("parquet file");
-    let b = ParquetRecordBatchReaderBuilder::try_new(f).expect("parquet");
-    let cols = ["_stream", "_partition", "_position"];
-    let schema = b.parquet_schema();
-    let idx: Vec<usize> = cols
-        .iter()
-        .map(|c| {
-            (0..schema.num_columns())
-                .find(|&i| schema.column(i).name() == *c)
-                .expect("lineage column")
-        })
-        .collect();
-    let mask = ProjectionMask::leaves(schema, idx);
+fn lineage(file: &Path) -> Vec<Key> {
     let mut out = Vec::new();
-    for batch in b.with_projection(mask).build().expect("reader") {
-        let batch = batch.expect("batch");
+    for batch in support::read_columns(file, &["_stream", "_partition", "_position"]) {
         // The lineage columns are Utf8 (src/clean/batch.rs).
         let s = |c: &str| batch.column_by_name(c).expect("column").as_string::<i32>().clone();
         let (st, pa, po) = (s("_stream"), s("_partition"), s("_position"));

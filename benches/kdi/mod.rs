@@ -24,7 +24,6 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::Array;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
 
 /// Flush settings given to KDI, as close to the bench's pinpipe config as its flags allow:
 /// `--allowed_latency` is whole seconds (pinpipe: `writer.max_age_ms = 1000`),
@@ -294,20 +293,7 @@ pub fn rows(log: &Log) -> usize {
 pub fn committed(log: &Log) -> HashMap<(i32, i64), i64> {
     let mut out = HashMap::new();
     for (f, ts) in &log.files {
-        let file = std::fs::File::open(f).expect("parquet file");
-        let b = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet");
-        let schema = b.parquet_schema();
-        let idx: Vec<usize> = ["_kafka_partition", "_kafka_offset"]
-            .iter()
-            .map(|c| {
-                (0..schema.num_columns())
-                    .find(|&i| schema.column(i).name() == *c)
-                    .expect("lineage column")
-            })
-            .collect();
-        let mask = ProjectionMask::leaves(schema, idx);
-        for batch in b.with_projection(mask).build().expect("reader") {
-            let batch = batch.expect("batch");
+        for batch in crate::support::read_columns(f, &["_kafka_partition", "_kafka_offset"]) {
             let p = batch.column_by_name("_kafka_partition").expect("partition");
             let o = batch.column_by_name("_kafka_offset").expect("offset");
             let (p, o) = (p.as_primitive::<Int32Type>(), o.as_primitive::<Int64Type>());

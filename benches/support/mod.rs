@@ -6,6 +6,10 @@
 
 use std::path::Path;
 
+use arrow_array::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+
 use pinpipe::clean::{self, Kind};
 use pinpipe::sink::{PerTable, Position, SourceKey, SourceKind};
 use pinpipe::sources::partition::Router;
@@ -59,4 +63,25 @@ pub fn dir_bytes(dir: &Path) -> u64 {
             _ => e.metadata().map(|m| m.len()).unwrap_or(0),
         })
         .sum()
+}
+
+/// The named columns of a Parquet file (each must exist), as read batches.
+pub fn read_columns(file: &Path, columns: &[&str]) -> Vec<RecordBatch> {
+    let f = std::fs::File::open(file).expect("parquet file");
+    let b = ParquetRecordBatchReaderBuilder::try_new(f).expect("parquet");
+    let schema = b.parquet_schema();
+    let idx: Vec<usize> = columns
+        .iter()
+        .map(|c| {
+            (0..schema.num_columns())
+                .find(|&i| schema.column(i).name() == *c)
+                .unwrap_or_else(|| panic!("no column {c} in {}", file.display()))
+        })
+        .collect();
+    let mask = ProjectionMask::leaves(schema, idx);
+    b.with_projection(mask)
+        .build()
+        .expect("reader")
+        .map(|b| b.expect("batch"))
+        .collect()
 }
