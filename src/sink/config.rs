@@ -16,7 +16,8 @@ pub struct WriterConfig {
     /// Flush when the buffered Arrow data reaches this many bytes. Per table: a process
     /// writes six tables, so it holds up to six times this (plus the open row groups).
     pub max_bytes: usize,
-    /// Flush when the oldest buffered row is this old (milliseconds).
+    /// Flush when the oldest buffered row is this old (milliseconds), counted from when its
+    /// source read it: a source's own batching (`kafka.batch_age_ms`) is part of the age.
     pub max_age_ms: u64,
     /// Roll to a new Parquet file past this size (bytes).
     pub target_file_size: u64,

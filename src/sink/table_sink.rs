@@ -281,13 +281,15 @@ impl TableSink {
         Ok(self.index.all(&self.name))
     }
 
-    /// Buffers `batch` (if any) for `key`, covering positions from `expect` up to `end`.
+    /// Buffers `batch` (if any) for `key`, covering positions from `expect` up to `end`;
+    /// its oldest record was read at `read_at` (`None`: now), where its age starts.
     pub fn append(
         &mut self,
         key: SourceKey,
         expect: Option<Position>,
         end: Position,
         batch: Option<RecordBatch>,
+        read_at: Option<Instant>,
     ) -> Result<(), WriterError> {
         if batch
             .as_ref()
@@ -332,7 +334,8 @@ impl TableSink {
             pending.rows += b.num_rows();
             pending.batches.push(b);
         }
-        self.oldest.get_or_insert_with(Instant::now);
+        let read_at = read_at.unwrap_or_else(Instant::now);
+        self.oldest = Some(self.oldest.map_or(read_at, |t| t.min(read_at)));
         self.metrics.buffered_rows.set(self.rows as i64);
         if self.stalled.is_some() {
             // Kept: they are committed once the stall ends. The caller should stop sending.

@@ -24,6 +24,7 @@
 //! where they are: records cleaned before it existed are not read again for it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use crate::clean::{
     self, CleanBatchBuilder, DeadLetterBatchBuilder, Kind, Lineage, RawBatchBuilder, RecordMeta, Reject,
@@ -122,6 +123,8 @@ pub struct Router {
     raw: RawBatchBuilder,
     /// The mark of the last record seen (or skipped to).
     last: Option<Position>,
+    /// When the oldest record not handed over yet was read (the writers age rows from it).
+    read_at: Option<Instant>,
     max_record_bytes: usize,
     dead_letter_table: String,
 }
@@ -151,6 +154,7 @@ impl Router {
             dead: DeadLetterBatchBuilder::default(),
             raw: RawBatchBuilder::default(),
             last: None,
+            read_at: None,
             max_record_bytes,
             dead_letter_table: TableRole::DeadLetter.table_name(kind),
         }
@@ -162,6 +166,12 @@ impl Router {
 
     pub fn key(&self) -> &SourceKey {
         &self.key
+    }
+
+    /// When the oldest record not handed over yet was read (`None`: none is waiting). The
+    /// sources hand over by its age; the writers age the rows from it.
+    pub fn read_at(&self) -> Option<Instant> {
+        self.read_at
     }
 
     /// Rows waiting for the next hand-over (in the clean and dead-letter tables).
@@ -182,7 +192,7 @@ impl Router {
     ) -> Routed {
         self.keep_raw(raw, meta, &mark, position, ingested_at);
         let routed = self.clean_one(raw, None, &mark, position, ingested_at);
-        self.last = Some(mark);
+        self.seen(mark);
         routed
     }
 
@@ -207,13 +217,13 @@ impl Router {
                     position.push_str(itoa::Buffer::new().format(i));
                     tally.add(self.clean_one(r.data, None, &mark, &position, ingested_at));
                 }
-                self.last = Some(mark);
+                self.seen(mark);
             }
             Split::Corrupt(why) => {
                 self.keep_raw(raw, meta, &mark, seq, ingested_at);
                 let reject = Reject::CorruptAggregate(why);
                 tally.add(self.clean_one(raw, Some(reject), &mark, seq, ingested_at));
-                self.last = Some(mark);
+                self.seen(mark);
             }
         }
         tally
@@ -262,7 +272,13 @@ impl Router {
     /// Records up to `mark` were read without holding a record (blank lines at the end of
     /// an object): the tables' positions move past them at the next hand-over.
     pub fn skip_to(&mut self, mark: Position) {
+        self.seen(mark);
+    }
+
+    fn seen(&mut self, mark: Position) {
         self.last = Some(mark);
+        // One clock read per hand-over, not per record.
+        self.read_at.get_or_insert_with(Instant::now);
     }
 
     /// The appends that bring each table up to the last record seen, with the rows routed
@@ -271,6 +287,7 @@ impl Router {
         let Some(end) = self.last.clone() else {
             return Vec::new();
         };
+        let read_at = self.read_at.take();
         let mut out = Vec::with_capacity(3);
         for role in TableRole::ALL {
             let batch = match role {
@@ -292,6 +309,7 @@ impl Router {
                 expect: route.expect.replace(end.clone()),
                 end: end.clone(),
                 batch,
+                read_at,
             };
             out.push((role, append));
         }
@@ -448,6 +466,25 @@ mod tests {
                 (TableRole::DeadLetter, Some(off(3)), off(4), 0)
             ]
         );
+    }
+
+    #[test]
+    fn appends_carry_when_their_oldest_record_was_read() {
+        let mut r = router(None, None);
+        assert_eq!(r.read_at(), None, "nothing read yet");
+        let before = Instant::now();
+        route(&mut r, GOOD, off(1), "0");
+        let first = r.read_at().expect("a record is waiting");
+        assert!(first >= before);
+        // A later record does not make the waiting rows younger.
+        route(&mut r, BAD, off(2), "1");
+        assert_eq!(r.read_at(), Some(first));
+        let a = r.hand_over();
+        assert_eq!(a.len(), 2);
+        assert!(a.iter().all(|(_, a)| a.read_at == Some(first)));
+        assert_eq!(r.read_at(), None, "handed over with the rows");
+        route(&mut r, GOOD, off(3), "2");
+        assert!(r.read_at().is_some_and(|t| t >= first));
     }
 
     #[test]

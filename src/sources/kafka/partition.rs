@@ -7,7 +7,7 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 
@@ -82,8 +82,6 @@ struct PartitionState {
     router: Router,
     env: PartitionEnv,
     metrics: PartitionMetrics,
-    /// When the oldest record not handed over yet arrived.
-    since: Option<Instant>,
     /// Records read and not handed over yet (this actor's share of `env.held`).
     held: usize,
     offset_text: itoa::Buffer,
@@ -116,7 +114,6 @@ impl PartitionState {
         }
         self.env.stats.count_tally(tally);
         self.metrics.consumed(n, bytes);
-        self.since.get_or_insert_with(Instant::now);
         self.held += n as usize;
         self.env.held.fetch_add(n as usize, Ordering::Relaxed);
     }
@@ -125,20 +122,20 @@ impl PartitionState {
     /// (until they recover the rows wait here; the dispatcher paused the partition).
     fn due(&self) -> bool {
         let ready = self.router.buffered() >= self.env.batch_rows
-            || self.since.is_some_and(|t| t.elapsed() >= self.env.batch_age)
+            || self.router.read_at().is_some_and(|t| t.elapsed() >= self.env.batch_age)
             || (self.held > 0 && self.env.held.load(Ordering::Relaxed) >= self.env.held_records);
         ready && !self.env.writers.stalled(self.router.kind())
     }
 
     /// Records read and not handed over yet.
     fn holding(&self) -> bool {
-        self.since.is_some()
+        self.router.read_at().is_some()
     }
 
     async fn hand_over(&mut self) -> Result<(), WriterError> {
         let sent = self.router.send(&self.env.writers).await;
-        // Handed over, also to a stalled table (which keeps them).
-        self.since = None;
+        // Handed over (the router's read time with them), also to a stalled table (which
+        // keeps them).
         self.release();
         sent
     }
@@ -179,7 +176,6 @@ impl PartitionActor {
             router: Router::new(kind, key, stored, env.writers.roles(), env.max_record_bytes),
             env,
             metrics,
-            since: None,
             held: 0,
             offset_text: itoa::Buffer::new(),
         };

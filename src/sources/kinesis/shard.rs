@@ -155,7 +155,6 @@ struct ShardState {
     subscription: Option<Subscription>,
     /// Sequence number of the last record read.
     last_seq: Option<String>,
-    since: Option<Instant>,
     backoff: Backoff,
     metrics: PartitionMetrics,
     behind: ShardLag,
@@ -192,7 +191,6 @@ impl ShardActor {
             cursor: Cursor::Unknown,
             subscription: None,
             last_seq: None,
-            since: None,
             spec,
             env,
         };
@@ -494,7 +492,8 @@ impl ShardState {
     }
 
     fn due(&self) -> bool {
-        self.since
+        self.router
+            .read_at()
             .is_some_and(|t| t.elapsed() >= Duration::from_millis(self.env.cfg.batch_age_ms))
     }
 
@@ -521,7 +520,6 @@ impl ShardState {
         }
         self.last_seq = Some(last.sequence_number().to_string());
         self.metrics.consumed(records.len() as u64, bytes);
-        self.since.get_or_insert_with(Instant::now);
         bytes
     }
 
@@ -536,7 +534,6 @@ impl ShardState {
             Ok(()) | Err(WriterError::Stalled { .. }) => {}
             Err(e) => return Err(e),
         }
-        self.since = None;
         Ok(())
     }
 
