@@ -174,6 +174,8 @@ fn run_command(mut cfg: Config, command: Command) -> anyhow::Result<()> {
                 vacuum: !no_vacuum,
                 checkpoint: !no_checkpoint,
                 raw_retention_days: cfg.raw.retention_days,
+                writer: cfg.writer.clone(),
+                raw_zstd_level: cfg.raw.zstd_level,
                 ..Default::default()
             };
             run_maintain(&cfg, &opts)

@@ -4,7 +4,10 @@
 //!   rewritten into files of `target_size`. It commits with `dataChange = false`, so
 //!   concurrent appends by `pinpipe run` do not conflict with it; a compaction that does
 //!   conflict (another compaction, a concurrent delete) is retried on the new version,
-//!   never forced. Rows, lineage columns and positions stay as they are.
+//!   never forced. Rows, lineage columns and positions stay as they are. The files it
+//!   writes have the writers' Parquet settings (`writer.zstd_level`, `raw.zstd_level` for
+//!   the raw tables, no dictionary or statistics for unique columns), not deltalake's
+//!   defaults (zstd 4 and a dictionary for every column).
 //! - **Vacuum**: files no longer referenced by versions newer than the retention are
 //!   deleted. Time travel to versions older than the retention stops working, so the
 //!   retention defaults to Delta's 7 days.
@@ -22,7 +25,7 @@ use deltalake::{DeltaTable, DeltaTableError};
 
 use crate::clean::RAW_PARTITION;
 use crate::sink::table::TableError;
-use crate::sink::{table_names, TableRole, TablesConfig};
+use crate::sink::{table_names, TableRole, TablesConfig, WriterConfig};
 
 /// What `pinpipe maintain` does.
 #[derive(Debug, Clone)]
@@ -38,6 +41,10 @@ pub struct MaintainOptions {
     pub checkpoint: bool,
     /// Raw partitions older than this many days are dropped; 0 keeps them forever.
     pub raw_retention_days: u32,
+    /// The Parquet settings of the files compaction writes (the `[writer]` section)...
+    pub writer: WriterConfig,
+    /// ...with this zstd level for the raw tables (`raw.zstd_level`).
+    pub raw_zstd_level: i32,
 }
 
 impl Default for MaintainOptions {
@@ -50,6 +57,8 @@ impl Default for MaintainOptions {
             vacuum: true,
             checkpoint: true,
             raw_retention_days: 0,
+            writer: WriterConfig::default(),
+            raw_zstd_level: crate::sink::RawConfig::default().zstd_level,
         }
     }
 }
@@ -125,7 +134,15 @@ pub async fn run(
                 (true, days) if days > 0 => Some(expire(&mut table, &name, days).await?),
                 _ => None,
             };
-            let mut report = maintain(table, &name, opts).await?;
+            let writer = if is_raw {
+                WriterConfig {
+                    zstd_level: opts.raw_zstd_level,
+                    ..opts.writer.clone()
+                }
+            } else {
+                opts.writer.clone()
+            };
+            let mut report = maintain(table, &name, opts, &writer).await?;
             report.expired = expired;
             out.push(report);
         }
@@ -155,7 +172,12 @@ async fn expire(table: &mut DeltaTable, name: &str, days: u32) -> Result<(String
 }
 
 /// Compacts, vacuums and checkpoints one table.
-pub async fn maintain(mut table: DeltaTable, name: &str, opts: &MaintainOptions) -> Result<TableReport, MaintainError> {
+pub async fn maintain(
+    mut table: DeltaTable,
+    name: &str,
+    opts: &MaintainOptions,
+    writer: &WriterConfig,
+) -> Result<TableReport, MaintainError> {
     let started = Instant::now();
     let err = |step, source| MaintainError::Delta {
         table: name.to_string(),
@@ -171,7 +193,12 @@ pub async fn maintain(mut table: DeltaTable, name: &str, opts: &MaintainOptions)
         let target = NonZeroU64::new(opts.target_size.max(1)).expect("max(1) is non-zero");
         loop {
             report.optimize_attempts += 1;
-            match table.clone().optimize().with_target_size(target).await {
+            let optimize = table
+                .clone()
+                .optimize()
+                .with_target_size(target)
+                .with_writer_properties(writer.writer_properties());
+            match optimize.await {
                 Ok((t, metrics)) => {
                     table = t;
                     report.files_removed = metrics.num_files_removed;

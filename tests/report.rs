@@ -388,8 +388,47 @@ fn maintain_compacts_while_a_writer_appends_and_keeps_rows_and_history() {
     let files_after = files(&tables, "pin");
     assert!(files_after < files_before / 10, "files {files_before} -> {files_after}");
     assert_eq!(lineage(&read(&tables, "pin")), all_keys, "rows changed by compaction");
+    // The compacted files have the writers' Parquet settings, not deltalake's defaults.
+    for (column, codec, dictionary) in compacted_columns(&tables, "pin") {
+        assert!(
+            matches!(codec, parquet::basic::Compression::ZSTD(_)),
+            "{column}: {codec}"
+        );
+        if ["description", "unique_id", "_position"].contains(&column.as_str()) {
+            assert!(!dictionary, "{column} dictionary-encoded after compaction");
+        }
+    }
     // Time travel: the version before maintenance still reads, with its rows.
     assert_eq!(count_at(&tables, "pin", v_before), before.len());
+}
+
+/// (column, codec, has a dictionary page) of every column chunk of the table's active files.
+fn compacted_columns(tables: &Path, name: &str) -> Vec<(String, parquet::basic::Compression, bool)> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let uris: Vec<String> = pinpipe::block_on(async {
+        let url = url::Url::from_directory_path(tables.join(name)).unwrap();
+        let t = deltalake::DeltaTable::try_from_url(url).await.unwrap();
+        t.get_file_uris().unwrap().collect()
+    });
+    let mut out = Vec::new();
+    for uri in uris {
+        let path = url::Url::parse(&uri)
+            .ok()
+            .and_then(|u| u.to_file_path().ok())
+            .unwrap_or(uri.into());
+        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        for rg in reader.metadata().row_groups() {
+            for c in rg.columns() {
+                out.push((
+                    c.column_path().string(),
+                    c.compression(),
+                    c.dictionary_page_offset().is_some(),
+                ));
+            }
+        }
+    }
+    assert!(!out.is_empty(), "no column chunks in {name}");
+    out
 }
 
 /// Active files of a table's newest version.

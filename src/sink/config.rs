@@ -7,6 +7,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::validate::{ensure, Invalid};
 
+/// Columns whose values (nearly) never repeat and that no analytics question filters on:
+/// written without a dictionary and without min/max statistics. A dictionary of unique
+/// values is built only to be dropped once it outgrows its page (every value hashed and
+/// interned first), and the statistics compare every value twice for a data-skipping
+/// range nobody queries (the Kafka path's profile: the interner and `memcmp` ~11 % of its
+/// CPU, BENCHMARKS.md). `raw` is the record's bytes (dead-letter and raw tables),
+/// `_position` the lineage's offset or sequence number, the others pin texts and ids.
+pub const UNIQUE_COLUMNS: [&str; 6] = ["raw", "_position", "unique_id", "title", "description", "image_src"];
+
 /// Flush thresholds and file layout (the `[writer]` config section).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -58,17 +67,18 @@ impl Default for WriterConfig {
 
 impl WriterConfig {
     pub fn writer_properties(&self) -> WriterProperties {
-        WriterProperties::builder()
+        let mut b = WriterProperties::builder()
             .set_compression(Compression::ZSTD(
                 ZstdLevel::try_new(self.zstd_level).unwrap_or_default(),
             ))
             .set_statistics_enabled(EnabledStatistics::Chunk)
-            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
-            // `raw` (record bytes, in the dead-letter and raw tables) never repeats and is
-            // never filtered on: a dictionary and min/max statistics only cost memory.
-            .set_column_dictionary_enabled(ColumnPath::from("raw"), false)
-            .set_column_statistics_enabled(ColumnPath::from("raw"), EnabledStatistics::None)
-            .build()
+            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)));
+        for column in UNIQUE_COLUMNS {
+            b = b
+                .set_column_dictionary_enabled(ColumnPath::from(column), false)
+                .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+        }
+        b.build()
     }
 
     /// Checks the section; errors name the key.
@@ -148,5 +158,26 @@ impl RawConfig {
                 format!("{e} (allowed: a folder path or s3://bucket/prefix)"),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_columns_get_neither_a_dictionary_nor_statistics_and_the_others_keep_both() {
+        let props = WriterConfig::default().writer_properties();
+        for column in UNIQUE_COLUMNS {
+            let c = ColumnPath::from(column);
+            assert!(!props.dictionary_enabled(&c), "{column}");
+            assert_eq!(props.statistics_enabled(&c), EnabledStatistics::None, "{column}");
+        }
+        // What the analytics questions group and filter on keeps both.
+        for column in ["category", "country", "poster_name", "_partition"] {
+            let c = ColumnPath::from(column);
+            assert!(props.dictionary_enabled(&c), "{column}");
+            assert_eq!(props.statistics_enabled(&c), EnabledStatistics::Chunk, "{column}");
+        }
     }
 }
