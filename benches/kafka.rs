@@ -6,7 +6,11 @@
 //! - `PINPIPE_BENCH_PARTITIONS` partitions per topic (default 48: librdkafka's mock broker
 //!   keeps at most 5 MiB per partition, and the bench checks nothing was trimmed);
 //! - `PINPIPE_BENCH_RATE` records/s and `PINPIPE_BENCH_SECONDS` for the latency phase
-//!   (default 20 000 for 10 s).
+//!   (default 20 000 for 10 s), and `PINPIPE_BENCH_FETCH_WAIT_MS` (default 10) the
+//!   consumer's `fetch.wait.max.ms` there: librdkafka's mock broker holds a fetch that
+//!   found nothing for that whole time, even when records arrive meanwhile (a real broker
+//!   answers as soon as `fetch.min.bytes` is there), so at librdkafka's default of 500 ms
+//!   the mock alone adds up to half a second to a paced record's latency.
 //!
 //! Prints, each with a ratio to a baseline measured in the same run (a single-threaded
 //! `serde_json::Value` parse of the same payloads): records/s by wall clock and per CPU
@@ -489,6 +493,7 @@ fn main() {
 
     // Latency at a fixed rate: the consumer runs first, the producer paces sends.
     let total = (rate * seconds) as usize;
+    let fetch_wait_ms: u64 = env_or("PINPIPE_BENCH_FETCH_WAIT_MS", 10);
     let mut lives = vec![(BIN, "live")];
     if let Some(b) = &before {
         lives.push((b.as_str(), "livebefore"));
@@ -502,7 +507,11 @@ fn main() {
         }
         let tables = dir.path().join(format!("tables-{prefix}"));
         let (max_age_ms, batch_age_ms) = (1_000, 100);
-        let toml = config(&tables, &brokers, prefix, 2, max_age_ms, batch_age_ms);
+        let mut toml = config(&tables, &brokers, prefix, 2, max_age_ms, batch_age_ms);
+        if !toml.contains("fetch.wait.max.ms") {
+            // `[kafka.properties]` is the config's last table.
+            toml.push_str(&format!("\"fetch.wait.max.ms\" = \"{fetch_wait_ms}\"\n"));
+        }
         let mut sent = HashMap::new();
         run_bin(
             bin,
@@ -525,6 +534,7 @@ fn main() {
         let who = if bin == BIN { "pinpipe" } else { "pinpipe before" };
         print_latency(who, &mut lat, rate, max_age_ms, Some(batch_age_ms));
     }
+    println!("(consumer fetch.wait.max.ms = {fetch_wait_ms} in the latency phase: PINPIPE_BENCH_FETCH_WAIT_MS)");
     println!("(latency ratios are to the flush age; the aim is p99 <= flush age + 500 ms)");
     println!("(* wall: from the first partition assignment to exit, i.e. without the group join)");
 
