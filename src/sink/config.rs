@@ -7,14 +7,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::validate::{ensure, Invalid};
 
-/// Columns whose values (nearly) never repeat and that no analytics question filters on:
-/// written without a dictionary and without min/max statistics. A dictionary of unique
-/// values is built only to be dropped once it outgrows its page (every value hashed and
-/// interned first), and the statistics compare every value twice for a data-skipping
-/// range nobody queries (the Kafka path's profile: the interner and `memcmp` ~11 % of its
-/// CPU, BENCHMARKS.md). `raw` is the record's bytes (dead-letter and raw tables),
-/// `_position` the lineage's offset or sequence number, the others pin texts and ids.
-pub const UNIQUE_COLUMNS: [&str; 6] = ["raw", "_position", "unique_id", "title", "description", "image_src"];
+/// Columns whose values never repeat and that no analytics question filters on: written
+/// without a dictionary and without min/max statistics. A dictionary of unique values is
+/// built only to be dropped once it outgrows its page (every value hashed and interned
+/// first), and the statistics compare every value twice for a range nobody queries.
+/// `raw` is the record's bytes (dead-letter and raw tables), `_position` the lineage's
+/// offset, sequence number or line. Plain `_position` made the geo and user tables 11-15 %
+/// smaller. The pin texts (`unique_id`, `title`, `description`, `image_src`) keep theirs:
+/// posts repeat from a pool (the emulator's 11 000), where the dictionary made the pin
+/// table a third smaller (BENCHMARKS.md).
+pub const UNIQUE_COLUMNS: [&str; 2] = ["raw", "_position"];
 
 /// Flush thresholds and file layout (the `[writer]` config section).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,7 +176,7 @@ mod tests {
             assert_eq!(props.statistics_enabled(&c), EnabledStatistics::None, "{column}");
         }
         // What the analytics questions group and filter on keeps both.
-        for column in ["category", "country", "poster_name", "_partition"] {
+        for column in ["category", "country", "description", "_partition"] {
             let c = ColumnPath::from(column);
             assert!(props.dictionary_enabled(&c), "{column}");
             assert_eq!(props.statistics_enabled(&c), EnabledStatistics::Chunk, "{column}");
