@@ -28,6 +28,7 @@ pub mod emulate;
 pub mod gateway;
 pub mod logging;
 pub mod maintain;
+pub mod memory;
 pub mod metrics;
 pub mod replay;
 pub mod report;

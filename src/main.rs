@@ -16,6 +16,8 @@ use pinpipe::sources::batch::{self, BatchOptions, Input};
 use cli::{Cli, Command, EmulateArgs, ReplayArgs, StatusArgs, StatusFormat, Target, DEFAULT_CONCURRENCY};
 
 fn main() -> ExitCode {
+    // Before any thread or large buffer exists (src/memory.rs says why).
+    pinpipe::memory::bound_heap();
     let cli = Cli::parse();
     // The config chooses the log format, so it is read before anything logs; a config
     // that does not load is reported below with the default logger.
