@@ -195,22 +195,28 @@ mod tests {
     use arrow_array::Int64Array;
     use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
+    /// A sink for table `t` (one Int64 column `n`) in a new table under `dir`.
+    async fn numbers_sink(dir: &std::path::Path, cfg: WriterConfig) -> (TableSink, SchemaRef) {
+        let tables = TablesConfig {
+            location: dir.to_string_lossy().into_owned(),
+            ..TablesConfig::default()
+        };
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let sink = TableSink::open(&tables, "t", schema.clone(), &[], cfg).await.unwrap();
+        (sink, schema)
+    }
+
     // A source that held its records for a while hands them over already aged: the flush
     // age counts from the read, so the sink is due at once; rows without a read time start
     // their age on arrival.
     #[actix_rt::test]
     async fn the_flush_age_counts_from_when_the_source_read_the_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let tables = TablesConfig {
-            location: dir.path().to_string_lossy().into_owned(),
-            ..TablesConfig::default()
-        };
-        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
         let cfg = WriterConfig {
             max_age_ms: 60_000,
             ..WriterConfig::default()
         };
-        let mut sink = TableSink::open(&tables, "t", schema.clone(), &[], cfg).await.unwrap();
+        let (mut sink, schema) = numbers_sink(dir.path(), cfg).await;
         let rows = |n: i64| RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![n]))]).unwrap();
         let key = SourceKey::new(SourceKind::Kafka, "s", "0");
         sink.append(key.clone(), None, Position::Offset(1), Some(rows(0)), None)
@@ -235,17 +241,12 @@ mod tests {
     #[actix_rt::test]
     async fn ticks_appends_and_flushes_overlap_without_loss() {
         let dir = tempfile::tempdir().unwrap();
-        let tables = TablesConfig {
-            location: dir.path().to_string_lossy().into_owned(),
-            ..TablesConfig::default()
-        };
-        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
         let cfg = WriterConfig {
             max_rows: 7,
             max_age_ms: 1,
             ..WriterConfig::default()
         };
-        let sink = TableSink::open(&tables, "t", schema.clone(), &[], cfg).await.unwrap();
+        let (sink, schema) = numbers_sink(dir.path(), cfg).await;
         let writer = TableWriter::start_on_arbiter(sink, None);
         // Like real sources: each key awaits its appends in order, keys run side by side,
         // and explicit flushes arrive in between.
