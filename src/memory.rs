@@ -7,8 +7,10 @@
 //! the threshold has risen, they come from the arenas instead, where freed space is kept
 //! and fragments, and the process's RSS settles far above what it holds. Fixing the
 //! threshold (which also stops glibc moving it) made `pinpipe run`'s peak RSS 239-255 MiB
-//! instead of 318-339 MiB at 360 partitions, for 4-15 % more CPU per record (mappings and
-//! fresh zeroed pages; `cargo bench --bench kafka`, BENCHMARKS.md).
+//! instead of 318-339 MiB at 360 partitions (`cargo bench --bench kafka`, BENCHMARKS.md).
+//! Its price is fresh zeroed pages for every large buffer (`clear_page_erms` went from
+//! 4.7 % to 10 % of the CPU in the profiles); the bench could not tell that cost from its
+//! run-to-run noise.
 //!
 //! glibc's own `MALLOC_MMAP_THRESHOLD_` in the environment wins: set, pinpipe leaves the
 //! allocator alone (any value; glibc applied it when the process started).
