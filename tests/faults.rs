@@ -137,14 +137,22 @@ impl KillDriver {
         std::thread::sleep(ms(50));
     }
 
-    /// Kills and restarts one process if its time has come.
+    /// Kills and restarts one process if its time has come. One kill at most lands before
+    /// the first commit: a seed whose first gaps are short otherwise killed every process
+    /// again and again while the group formed (5 of 8 kills at 0 rows, seed
+    /// 1796287695140961867), and the loop proved nothing about committed records.
     fn tick(&mut self, procs: &mut [Proc], rows: impl FnOnce() -> usize, restart: impl FnOnce(usize, usize) -> Proc) {
         if Instant::now() < self.next {
             return;
         }
+        let at = rows();
+        if at == 0 && self.at_rows.contains(&0) {
+            self.next = Instant::now() + ms(500);
+            return;
+        }
         let i = self.rng.random_range(0..procs.len());
         procs[i].kill(); // SIGKILL
-        self.at_rows.push(rows());
+        self.at_rows.push(at);
         self.kills += 1;
         eprintln!(
             "kill {}: {} at {} rows",
