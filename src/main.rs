@@ -177,7 +177,7 @@ fn run_command(mut cfg: Config, command: Command) -> anyhow::Result<()> {
                 checkpoint: !no_checkpoint,
                 raw_retention_days: cfg.raw.retention_days,
                 writer: cfg.writer.clone(),
-                raw_zstd_level: cfg.raw.zstd_level,
+                raw_writer: cfg.raw.writer(&cfg.writer),
                 ..Default::default()
             };
             run_maintain(&cfg, &opts)

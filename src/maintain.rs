@@ -25,7 +25,7 @@ use deltalake::{DeltaTable, DeltaTableError};
 
 use crate::clean::RAW_PARTITION;
 use crate::sink::table::TableError;
-use crate::sink::{table_names, TableRole, TablesConfig, WriterConfig};
+use crate::sink::{table_names, RawConfig, TableRole, TablesConfig, WriterConfig};
 
 /// What `pinpipe maintain` does.
 #[derive(Debug, Clone)]
@@ -43,8 +43,8 @@ pub struct MaintainOptions {
     pub raw_retention_days: u32,
     /// The Parquet settings of the files compaction writes (the `[writer]` section)...
     pub writer: WriterConfig,
-    /// ...with this zstd level for the raw tables (`raw.zstd_level`).
-    pub raw_zstd_level: i32,
+    /// ...and of the raw tables' (`RawConfig::writer`).
+    pub raw_writer: WriterConfig,
 }
 
 impl Default for MaintainOptions {
@@ -58,7 +58,7 @@ impl Default for MaintainOptions {
             checkpoint: true,
             raw_retention_days: 0,
             writer: WriterConfig::default(),
-            raw_zstd_level: crate::sink::RawConfig::default().zstd_level,
+            raw_writer: RawConfig::default().writer(&WriterConfig::default()),
         }
     }
 }
@@ -134,15 +134,8 @@ pub async fn run(
                 (true, days) if days > 0 => Some(expire(&mut table, &name, days).await?),
                 _ => None,
             };
-            let writer = if is_raw {
-                WriterConfig {
-                    zstd_level: opts.raw_zstd_level,
-                    ..opts.writer.clone()
-                }
-            } else {
-                opts.writer.clone()
-            };
-            let mut report = maintain(table, &name, opts, &writer).await?;
+            let writer = if is_raw { &opts.raw_writer } else { &opts.writer };
+            let mut report = maintain(table, &name, opts, writer).await?;
             report.expired = expired;
             out.push(report);
         }

@@ -283,10 +283,15 @@ fn count_at(tables: &Path, name: &str, version: i64) -> usize {
     })
 }
 
+/// The local table `name` under `tables`, at its newest version.
+async fn open(tables: &Path, name: &str) -> deltalake::DeltaTable {
+    let url = url::Url::from_directory_path(tables.join(name)).unwrap();
+    deltalake::DeltaTable::try_from_url(url).await.unwrap()
+}
+
 fn version(tables: &Path, name: &str) -> i64 {
     pinpipe::block_on(async {
-        let url = url::Url::from_directory_path(tables.join(name)).unwrap();
-        let t = deltalake::DeltaTable::try_from_url(url).await.unwrap();
+        let t = open(tables, name).await;
         t.version().unwrap() as i64
     })
 }
@@ -406,8 +411,7 @@ fn maintain_compacts_while_a_writer_appends_and_keeps_rows_and_history() {
 fn compacted_columns(tables: &Path, name: &str) -> Vec<(String, parquet::basic::Compression, bool)> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let uris: Vec<String> = pinpipe::block_on(async {
-        let url = url::Url::from_directory_path(tables.join(name)).unwrap();
-        let t = deltalake::DeltaTable::try_from_url(url).await.unwrap();
+        let t = open(tables, name).await;
         t.get_file_uris().unwrap().collect()
     });
     let mut out = Vec::new();
@@ -434,8 +438,7 @@ fn compacted_columns(tables: &Path, name: &str) -> Vec<(String, parquet::basic::
 /// Active files of a table's newest version.
 fn files(tables: &Path, name: &str) -> usize {
     pinpipe::block_on(async {
-        let url = url::Url::from_directory_path(tables.join(name)).unwrap();
-        let t = deltalake::DeltaTable::try_from_url(url).await.unwrap();
+        let t = open(tables, name).await;
         t.snapshot().unwrap().log_data().num_files()
     })
 }

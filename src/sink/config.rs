@@ -135,6 +135,19 @@ impl Default for RawConfig {
 }
 
 impl RawConfig {
+    /// The raw tables' writer settings, from the clean tables' `writer`: a quarter of the
+    /// buffer and their own zstd level. A raw row is the whole record (several times a
+    /// cleaned row's bytes) and is read only by a replay: the quarter keeps three raw
+    /// tables from doubling the process's memory, at the price of smaller raw files
+    /// (maintain compacts them), and every record's bytes are compressed once more there.
+    pub fn writer(&self, writer: &WriterConfig) -> WriterConfig {
+        WriterConfig {
+            max_bytes: (writer.max_bytes / 4).max(1024),
+            zstd_level: self.zstd_level,
+            ..writer.clone()
+        }
+    }
+
     /// The tables' settings with the raw tables' location.
     pub fn tables(&self, tables: &super::TablesConfig) -> super::TablesConfig {
         let mut t = tables.clone();
@@ -166,6 +179,24 @@ impl RawConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_raw_tables_write_with_a_quarter_of_the_buffer_and_their_own_level() {
+        let writer = WriterConfig::default();
+        let raw = RawConfig::default().writer(&writer);
+        assert_eq!(raw.max_bytes, writer.max_bytes / 4);
+        assert_eq!(raw.zstd_level, RawConfig::default().zstd_level);
+        assert_eq!((raw.max_rows, raw.max_age_ms), (writer.max_rows, writer.max_age_ms));
+        let tiny = WriterConfig {
+            max_bytes: 1024,
+            ..writer
+        };
+        assert_eq!(
+            RawConfig::default().writer(&tiny).max_bytes,
+            1024,
+            "never under the minimum"
+        );
+    }
 
     #[test]
     fn unique_columns_get_neither_a_dictionary_nor_statistics_and_the_others_keep_both() {

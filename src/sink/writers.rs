@@ -70,15 +70,7 @@ impl Writers {
             roles.push(TableRole::Raw);
         }
         let raw_tables = raw.map(|r| r.tables(tables));
-        // A raw row is the whole record (several times a cleaned row's bytes) and is read
-        // only by a replay: a quarter of the buffer keeps three raw tables from doubling
-        // the process's memory, at the price of smaller raw files (maintain compacts them),
-        // and a level of its own (every record's bytes are compressed once more there).
-        let raw_cfg = WriterConfig {
-            max_bytes: (cfg.max_bytes / 4).max(1024),
-            zstd_level: raw.map_or(cfg.zstd_level, |r| r.zstd_level),
-            ..cfg.clone()
-        };
+        let raw_cfg = raw.map_or_else(|| cfg.clone(), |r| r.writer(cfg));
         let mut addrs = HashMap::new();
         let mut stalls = HashMap::new();
         for &kind in kinds {
