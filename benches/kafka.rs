@@ -445,8 +445,8 @@ fn main() {
     // the same binary run second (BENCHMARKS.md), so a CPU comparison takes
     // `PINPIPE_BENCH_REPEAT` rounds, each round's order rotated by one, and compares medians.
     let repeat: usize = env_or("PINPIPE_BENCH_REPEAT", 1usize).max(1);
-    let mut per_cpu_of: HashMap<String, Vec<f64>> = HashMap::new();
-    let mut rss_of: HashMap<String, Vec<f64>> = HashMap::new();
+    // Per run name, each round's (records per CPU s, records/s by wall clock, peak RSS MiB).
+    let mut rounds: HashMap<String, Vec<(f64, f64, f64)>> = HashMap::new();
     for round in 0..repeat {
         for i in 0..runs.len() {
             let (name, workers, raw, bin, with_variant) = &runs[(i + round) % runs.len()];
@@ -488,8 +488,10 @@ fn main() {
             let broker_cpu = self_cpu() - broker_cpu;
             let wall = n as f64 / f.steady;
             let per_cpu = n as f64 / f.cpu.max(1e-9);
-            per_cpu_of.entry(name.clone()).or_default().push(per_cpu);
-            rss_of.entry(name.clone()).or_default().push(f.peak_rss_mb);
+            rounds
+                .entry(name.clone())
+                .or_default()
+                .push((per_cpu, wall, f.peak_rss_mb));
             println!(
                 "{:<44} {:>14} {:>8.2}x",
                 format!("Kafka->Delta, {label}, wall* (rec/s)"),
@@ -529,12 +531,8 @@ fn main() {
             }
         }
     }
-    if repeat > 1 {
-        print_medians(
-            &runs.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
-            &per_cpu_of,
-            &rss_of,
-        );
+    if repeat > 1 && !runs.is_empty() {
+        print_medians(&runs.iter().map(|r| r.0.clone()).collect::<Vec<_>>(), &rounds);
     }
 
     // Latency at a fixed rate: the consumer runs first, the producer paces sends.
@@ -605,11 +603,11 @@ fn main() {
     }
 }
 
-/// Medians over the rounds of `PINPIPE_BENCH_REPEAT`, records per CPU s as a ratio to the
-/// first run listed (`w2` against `w2-noraw` gives the raw tables' cost).
-fn print_medians(names: &[String], per_cpu: &HashMap<String, Vec<f64>>, rss: &HashMap<String, Vec<f64>>) {
-    fn median(v: &[f64]) -> f64 {
-        let mut v = v.to_vec();
+/// Medians over the rounds of `PINPIPE_BENCH_REPEAT`, each a ratio to the first run listed
+/// (`w2` against `w2-noraw` gives the raw tables' cost).
+fn print_medians(names: &[String], rounds: &HashMap<String, Vec<(f64, f64, f64)>>) {
+    let median = |name: &str, pick: fn(&(f64, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = rounds[name].iter().map(pick).collect();
         v.sort_by(f64::total_cmp);
         let m = v.len() / 2;
         if v.len().is_multiple_of(2) {
@@ -617,26 +615,33 @@ fn print_medians(names: &[String], per_cpu: &HashMap<String, Vec<f64>>, rss: &Ha
         } else {
             v[m]
         }
-    }
-    let base = median(&per_cpu[&names[0]]);
+    };
+    let (cpu_base, wall_base) = (median(&names[0], |r| r.0), median(&names[0], |r| r.1));
     println!();
     println!(
         "medians over {} rounds, each round's order rotated by one",
-        per_cpu[&names[0]].len()
+        rounds[&names[0]].len()
     );
     println!(
         "{:<44} {:>14} {:>9}",
-        "run: records per CPU s (peak RSS MiB)", "median", "ratio"
+        "run (peak RSS MiB): records per CPU s, wall*", "median", "ratio"
     );
     for name in names {
-        let all: Vec<String> = per_cpu[name].iter().map(|v| format!("{v:.0}")).collect();
+        let (cpu, wall) = (median(name, |r| r.0), median(name, |r| r.1));
         println!(
             "{:<44} {:>14} {:>8.2}x",
-            format!("{name} ({:.0})", median(&rss[name])),
-            format!("{:.0}", median(&per_cpu[name])),
-            median(&per_cpu[name]) / base
+            format!("{name} ({:.0}), per CPU-s", median(name, |r| r.2)),
+            format!("{cpu:.0}"),
+            cpu / cpu_base
         );
-        println!("    each round: {}", all.join(", "));
+        println!(
+            "{:<44} {:>14} {:>8.2}x",
+            format!("{name}, wall* (rec/s)"),
+            format!("{wall:.0}"),
+            wall / wall_base
+        );
+        let each: Vec<String> = rounds[name].iter().map(|r| format!("{:.0}", r.0)).collect();
+        println!("    per CPU-s in each round: {}", each.join(", "));
     }
 }
 
