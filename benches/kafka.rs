@@ -61,18 +61,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 /// CPU seconds (user + system) of this process: the mock broker's share while a run is on.
 fn self_cpu() -> f64 {
-    proc_stat("self").map_or(0.0, |(_, cpu)| cpu)
-}
-
-/// A process's state letter and CPU seconds (user + system) from `/proc/<pid>/stat`;
-/// None once it is gone.
-fn proc_stat(pid: &str) -> Option<(String, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name: state is the 1st, utime the 12th, stime the 13th
-    // (in USER_HZ = 100 ticks per second on Linux).
-    let after: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let field = |i: usize| after.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    Some((after.first()?.to_string(), (field(11) + field(12)) / 100.0))
+    support::proc_stat("self").map_or(0.0, |(_, cpu)| cpu)
 }
 
 fn now_ms() -> i64 {
@@ -199,33 +188,9 @@ fn run_bin(
         .spawn()
         .expect("spawn pinpipe run");
     during(&log_path);
-    let pid = child.id();
-    let (mut hwm_kb, mut cpu) = (0u64, 0.0);
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        if let Some(kb) = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        {
-            hwm_kb = hwm_kb.max(kb);
-        }
-        match proc_stat(&pid.to_string()) {
-            Some((state, seconds)) => {
-                cpu = seconds;
-                if state == "Z" {
-                    break;
-                }
-            }
-            None => break,
-        }
-        assert!(Instant::now() < deadline, "{name} did not finish within 15 min");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let usage = support::watch(&mut child, name, Duration::from_secs(900));
     let wall = t.elapsed().as_secs_f64();
     let ended = now_ms();
-    let status = child.wait().expect("wait");
     let text = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
     let assigned = text
         .lines()
@@ -234,15 +199,15 @@ fn run_bin(
         .map(|at| spawned + (at - day_ms(spawned)).rem_euclid(86_400_000));
     let steady = assigned.map_or(wall, |a| (ended - a) as f64 / 1000.0);
     assert!(
-        status.success(),
+        usage.status.success(),
         "{name} failed: see {}",
         dir.join(format!("{name}.log")).display()
     );
     RunFigures {
         steady,
         wall,
-        cpu,
-        peak_rss_mb: hwm_kb as f64 / 1024.0,
+        cpu: usage.cpu,
+        peak_rss_mb: usage.peak_rss_mb,
     }
 }
 
@@ -606,16 +571,8 @@ fn main() {
 /// Medians over the rounds of `PINPIPE_BENCH_REPEAT`, each a ratio to the first run listed
 /// (`w2` against `w2-noraw` gives the raw tables' cost).
 fn print_medians(names: &[String], rounds: &HashMap<String, Vec<(f64, f64, f64)>>) {
-    let median = |name: &str, pick: fn(&(f64, f64, f64)) -> f64| {
-        let mut v: Vec<f64> = rounds[name].iter().map(pick).collect();
-        v.sort_by(f64::total_cmp);
-        let m = v.len() / 2;
-        if v.len().is_multiple_of(2) {
-            (v[m - 1] + v[m]) / 2.0
-        } else {
-            v[m]
-        }
-    };
+    let median =
+        |name: &str, pick: fn(&(f64, f64, f64)) -> f64| support::median(rounds[name].iter().map(pick).collect());
     let (cpu_base, wall_base) = (median(&names[0], |r| r.0), median(&names[0], |r| r.1));
     println!();
     println!(

@@ -3,8 +3,15 @@
 //! `cargo bench --bench pipeline` (env `PINPIPE_BENCH_POSTS`, default 333 334 posts =
 //! ~1M records). Machines are noisy, so every figure is also printed as a ratio to a
 //! baseline measured in the same run: parsing the same records into `serde_json::Value`.
+//!
+//! Then the shipped binary in its own process, with its heap settings: `pinpipe batch` with
+//! the raw tables on and off and `pinpipe replay`, in `PINPIPE_BENCH_REPEAT` rounds
+//! (default 3) whose order rotates, with each run's median records per CPU second, records
+//! per second, peak RSS and bytes written.
 
-use std::time::Instant;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 mod support;
 
@@ -20,6 +27,115 @@ fn peak_rss_mb() -> f64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_pinpipe");
+
+/// One run of the binary, as its round measured it.
+struct Figures {
+    per_cpu: f64,
+    per_wall: f64,
+    peak_rss_mb: f64,
+    bytes: u64,
+}
+
+/// `pinpipe <args> --tables <dir>/<out> --no-progress` with the config file `config` and
+/// the `env` overrides; its figures for `records` records. The tables it wrote are measured
+/// and then removed.
+fn run_bin(dir: &Path, config: &Path, args: &[&str], env: &[(&str, String)], out: &str, records: u64) -> Figures {
+    let tables = dir.join(out);
+    let log = dir.join(format!("{out}.log"));
+    let t = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--tables")
+        .arg(&tables)
+        .arg("--no-progress")
+        .env("PINPIPE_CONFIG", config)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("PINPIPE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn pinpipe");
+    let usage = support::watch(&mut child, out, Duration::from_secs(900));
+    let wall = t.elapsed().as_secs_f64();
+    assert!(usage.status.success(), "{out} failed: see {}", log.display());
+    let bytes = support::dir_bytes(&tables);
+    std::fs::remove_dir_all(&tables).expect("remove the run's tables");
+    Figures {
+        per_cpu: records as f64 / usage.cpu.max(0.01),
+        per_wall: records as f64 / wall,
+        peak_rss_mb: usage.peak_rss_mb,
+        bytes,
+    }
+}
+
+/// The binary's rounds (see the module docs). `input` holds the JSON files, `raw` the
+/// tables whose raw tables the replay reads; both were written by the runs above.
+fn binary_rounds(dir: &Path, input: &Path, raw: &Path, records: u64) {
+    let repeat: usize = std::env::var("PINPIPE_BENCH_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    // Defaults only: not the repository's config/pinpipe.toml, which the binary would
+    // otherwise find in the bench's working folder.
+    let config = dir.join("bench.toml");
+    std::fs::write(&config, "").expect("config");
+    let input = input.to_str().expect("utf-8 path");
+    let raw_tables = raw.to_str().expect("utf-8 path").to_string();
+    let runs = ["batch, raw off", "batch, raw on", "replay"];
+    let mut figures: Vec<Vec<Figures>> = runs.iter().map(|_| Vec::new()).collect();
+    for round in 0..repeat {
+        for i in 0..runs.len() {
+            let run = (i + round) % runs.len();
+            let out = format!("bin-{run}-{round}");
+            let f = match run {
+                0 | 1 => run_bin(
+                    dir,
+                    &config,
+                    &["batch", "--input", input],
+                    &[("PINPIPE__RAW__ENABLED", (run == 1).to_string())],
+                    &out,
+                    records,
+                ),
+                _ => run_bin(
+                    dir,
+                    &config,
+                    &["replay"],
+                    &[("PINPIPE__TABLES__LOCATION", raw_tables.clone())],
+                    &out,
+                    records,
+                ),
+            };
+            figures[run].push(f);
+        }
+    }
+    let median = |run: usize, pick: fn(&Figures) -> f64| support::median(figures[run].iter().map(pick).collect());
+    println!();
+    println!("the binary, {records} records, medians of {repeat} rounds in rotated order:");
+    println!(
+        "{:<16} {:>16} {:>14} {:>14} {:>14}",
+        "", "records/CPU s", "records/s", "peak RSS MiB", "MB written"
+    );
+    for (run, name) in runs.iter().enumerate() {
+        println!(
+            "{name:<16} {:>16.0} {:>14.0} {:>14.0} {:>14.1}",
+            median(run, |f| f.per_cpu),
+            median(run, |f| f.per_wall),
+            median(run, |f| f.peak_rss_mb),
+            median(run, |f| f.bytes as f64) / 1e6
+        );
+    }
+    let cost = |pick: fn(&Figures) -> f64| (1.0 - median(1, pick) / median(0, pick)) * 100.0;
+    println!(
+        "raw tables' cost: {:.0}% of records per CPU s, {:.0}% of records/s; replay {:.2}x batch with raw tables (records/s)",
+        cost(|f| f.per_cpu),
+        cost(|f| f.per_wall),
+        median(2, |f| f.per_wall) / median(1, |f| f.per_wall)
+    );
 }
 
 fn main() {
@@ -181,4 +297,5 @@ fn main() {
     println!(
         "peak RSS of emulate + batch: {rss_noraw:.0} MB without raw tables, {rss:.0} MB with (process high-water mark)"
     );
+    binary_rounds(dir.path(), &input, Path::new(&tables.location), s.records);
 }

@@ -1,10 +1,12 @@
 //! Shared by the bench binaries: pinpipe's routing of records held in memory, the same
-//! rule the sources run (`pinpipe::sources::partition::Router`), and the size of what a
-//! run wrote.
+//! rule the sources run (`pinpipe::sources::partition::Router`), the size of what a run
+//! wrote, and the CPU and peak memory of a `pinpipe` process the bench spawned.
 // Each bench binary compiles this module and uses part of it.
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -84,4 +86,69 @@ pub fn read_columns(file: &Path, columns: &[&str]) -> Vec<RecordBatch> {
         .expect("reader")
         .map(|b| b.expect("batch"))
         .collect()
+}
+
+/// A process's state letter and CPU seconds (user + system) from `/proc/<pid>/stat`
+/// (`"self"`: this process); None once it is gone.
+pub fn proc_stat(pid: &str) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: state is the 1st, utime the 12th, stime the 13th
+    // (in USER_HZ = 100 ticks per second on Linux).
+    let after: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let field = |i: usize| after.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    Some((after.first()?.to_string(), (field(11) + field(12)) / 100.0))
+}
+
+/// What a spawned process used: read from `/proc` until it exits.
+pub struct Usage {
+    /// CPU seconds, user + system.
+    pub cpu: f64,
+    /// Its high-water mark of resident memory (`VmHWM`).
+    pub peak_rss_mb: f64,
+    pub status: ExitStatus,
+}
+
+/// Watches `child` every 50 ms until it exits (a zombie still has its final CPU time and
+/// high-water mark), then reaps it. Panics past `limit`, naming `what`.
+pub fn watch(child: &mut Child, what: &str, limit: Duration) -> Usage {
+    let pid = child.id().to_string();
+    let (mut hwm_kb, mut cpu) = (0u64, 0.0);
+    let deadline = Instant::now() + limit;
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if let Some(kb) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        {
+            hwm_kb = hwm_kb.max(kb);
+        }
+        match proc_stat(&pid) {
+            Some((state, seconds)) => {
+                cpu = seconds;
+                if state == "Z" {
+                    break;
+                }
+            }
+            None => break,
+        }
+        assert!(Instant::now() < deadline, "{what} did not finish within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Usage {
+        cpu,
+        peak_rss_mb: hwm_kb as f64 / 1024.0,
+        status: child.wait().expect("wait"),
+    }
+}
+
+/// The median of `v` (NaN when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    match v.len() {
+        0 => f64::NAN,
+        n if n.is_multiple_of(2) => (v[m - 1] + v[m]) / 2.0,
+        _ => v[m],
+    }
 }
