@@ -7,7 +7,8 @@
 //! Then the shipped binary in its own process, with its heap settings: `pinpipe batch` with
 //! the raw tables on and off and `pinpipe replay`, in `PINPIPE_BENCH_REPEAT` rounds
 //! (default 3) whose order rotates, with each run's median records per CPU second, records
-//! per second, peak RSS and bytes written.
+//! per second, peak RSS and bytes written. `PINPIPE_BENCH_KEEP=1` keeps the bench's folder
+//! (input files, tables, the binary's logs).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -53,7 +54,6 @@ fn run_bin(dir: &Path, config: &Path, args: &[&str], env: &[(&str, String)], out
         .arg("--no-progress")
         .env("PINPIPE_CONFIG", config)
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("PINPIPE_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
@@ -298,4 +298,7 @@ fn main() {
         "peak RSS of emulate + batch: {rss_noraw:.0} MB without raw tables, {rss:.0} MB with (process high-water mark)"
     );
     binary_rounds(dir.path(), &input, Path::new(&tables.location), s.records);
+    if std::env::var_os("PINPIPE_BENCH_KEEP").is_some() {
+        println!("kept: {}", dir.keep().display());
+    }
 }
