@@ -240,8 +240,8 @@ pub struct ReplayArgs {
     /// Only raw records ingested on or before this date (UTC, YYYY-MM-DD).
     #[arg(long)]
     pub to: Option<chrono::NaiveDate>,
-    /// Memory the sort of the raw records may use (MiB); it spills to the temp folder
-    /// beyond it.
+    /// Memory the sort of the raw records may use (MiB); beyond it, it spills to the temp
+    /// folder (zstd-compressed).
     #[arg(long, default_value_t = pinpipe::report::DEFAULT_MEMORY_LIMIT >> 20)]
     pub memory_limit_mb: usize,
     /// No progress line (it is also hidden when stderr is not a terminal).

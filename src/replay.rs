@@ -267,6 +267,7 @@ fn read_sorted(table: DeltaTable, opts: &ReplayOptions) -> Batches {
 
 /// A query engine over a raw table (as `raw`), with a memory limit its sort spills past.
 async fn session(table: DeltaTable, memory: usize) -> Result<SessionContext, DataFusionError> {
+    use deltalake::datafusion::common::config::SpillCompression;
     use deltalake::datafusion::execution::memory_pool::FairSpillPool;
     use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
     use deltalake::datafusion::prelude::SessionConfig;
@@ -278,7 +279,12 @@ async fn session(table: DeltaTable, memory: usize) -> Result<SessionContext, Dat
     // out of a small pool (a 600 000-record replay at 256 MiB over three kinds failed so).
     // Batches of 2 048 rows: a raw pin row is ~1.4 KB, and at 8 192 one batch (11.6 MB)
     // did not fit beside the sort's 10 MB merge reservation in a 64 MiB limit's third.
-    let config = SessionConfig::new().with_target_partitions(1).with_batch_size(2048);
+    let mut config = SessionConfig::new().with_target_partitions(1).with_batch_size(2048);
+    // The sort spills most of a large raw table, even at the 1 GiB default: uncompressed,
+    // writing the spill files through the page cache took a quarter of a replay's CPU.
+    // zstd spills made a replay 10-25 % faster at 1 GiB and at 256 MiB; lz4 was slower
+    // (BENCHMARKS.md).
+    config.options_mut().execution.spill_compression = SpillCompression::Zstd;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     table.update_datafusion_session(&ctx.state())?;
     let provider = table.table_provider().await?;
