@@ -10,6 +10,11 @@
 //!     key's `txn`);
 //!   - stored == `end`: an earlier attempt already landed (a commit whose answer was
 //!     lost); drop the rows, they are in the table;
+//!   - stored == the end of one of the range's earlier appends (a step): an attempt that
+//!     landed although its answer was lost, after which the table stalled and kept taking
+//!     appends. The rows up to that step are in the table: drop them and commit the rest
+//!     from the step (the same compare-and-set). Had another writer stored that step, it
+//!     holds the same records up to it, so the rest still lands once or is fenced;
 //!   - anything else: another writer moved the key (a rebalance, a second process). Drop
 //!     the rows and fence the key until its source resumes from the table.
 //!
@@ -23,6 +28,35 @@ use super::{Position, SourceKey};
 pub struct Range {
     pub expect: Option<Position>,
     pub end: Position,
+    /// The ends of the appends before the last one, in order: where an earlier flush
+    /// attempt may have committed the range up to.
+    pub steps: Vec<Position>,
+}
+
+impl Range {
+    /// A range of one append.
+    pub fn new(expect: Option<Position>, end: Position) -> Self {
+        Self {
+            expect,
+            end,
+            steps: Vec::new(),
+        }
+    }
+
+    /// The next append ends at `end`: the current end becomes a step.
+    pub fn extend(&mut self, end: Position) {
+        let step = std::mem::replace(&mut self.end, end);
+        // A watermark that does not move the position is not a step of its own.
+        if step != self.end && self.steps.last() != Some(&step) {
+            self.steps.push(step);
+        }
+    }
+
+    /// The range from step `i` on: the rows before it are in the table.
+    pub fn trim(&mut self, i: usize) {
+        let step = self.steps.drain(..=i).next_back().expect("a step");
+        self.expect = Some(step);
+    }
 }
 
 /// Whether an append may join the buffer.
@@ -60,6 +94,9 @@ pub enum Decision {
     Commit,
     /// The table already holds `end`: the rows are there.
     AlreadyCommitted,
+    /// The table holds the range's step `i`: drop the rows up to it, then commit the rest
+    /// with `end`.
+    Landed(usize),
     /// Another writer moved the key to something else: drop the rows.
     Fenced,
 }
@@ -70,6 +107,8 @@ pub fn decide(stored: Option<&Position>, range: &Range) -> Decision {
         Decision::Commit
     } else if stored == Some(&range.end) {
         Decision::AlreadyCommitted
+    } else if let Some(i) = stored.and_then(|at| range.steps.iter().position(|s| s == at)) {
+        Decision::Landed(i)
     } else {
         Decision::Fenced
     }
@@ -80,6 +119,9 @@ pub fn decide(stored: Option<&Position>, range: &Range) -> Decision {
 pub struct FlushPlan {
     /// Keys whose rows this flush writes and commits.
     pub commit: Vec<SourceKey>,
+    /// Keys of `commit` whose rows up to their step `i` are in the table already: trimmed
+    /// ([`Range::trim`]) before the rest is written.
+    pub landed: Vec<(SourceKey, usize)>,
     /// Keys the table already holds up to their `end`.
     pub committed: Vec<SourceKey>,
     /// Keys another writer moved, with the position it stored.
@@ -97,6 +139,10 @@ pub fn plan<'a>(
         let at = stored(key);
         match decide(at.as_ref(), range) {
             Decision::Commit => out.commit.push(key.clone()),
+            Decision::Landed(i) => {
+                out.landed.push((key.clone(), i));
+                out.commit.push(key.clone());
+            }
             Decision::AlreadyCommitted => out.committed.push(key.clone()),
             Decision::Fenced => out.fenced.push((key.clone(), at)),
         }
@@ -147,10 +193,7 @@ mod tests {
 
     #[test]
     fn a_flush_commits_finds_committed_or_fences_each_key() {
-        let r = |expect: Option<i64>, end: i64| Range {
-            expect: expect.map(off),
-            end: off(end),
-        };
+        let r = |expect: Option<i64>, end: i64| Range::new(expect.map(off), off(end));
         // First commit of a key: the table has nothing and the range starts from nothing.
         assert_eq!(decide(None, &r(None, 7)), Decision::Commit);
         assert_eq!(decide(Some(&off(7)), &r(Some(7), 9)), Decision::Commit);
@@ -164,10 +207,10 @@ mod tests {
         assert_eq!(decide(None, &r(Some(7), 9)), Decision::Fenced);
         // Kinesis sequence numbers compare as stored text, like offsets.
         let seq = |s: &str| Position::Sequence(s.into());
-        let range = Range {
-            expect: Some(seq("49590338271490256608559692538361571095921575989136588898")),
-            end: seq("49590338271490256608559692538361571095921575989136588899"),
-        };
+        let range = Range::new(
+            Some(seq("49590338271490256608559692538361571095921575989136588898")),
+            seq("49590338271490256608559692538361571095921575989136588899"),
+        );
         assert_eq!(decide(range.expect.as_ref(), &range), Decision::Commit);
         assert_eq!(decide(Some(&range.end), &range), Decision::AlreadyCommitted);
 
@@ -183,7 +226,42 @@ mod tests {
         };
         let p = plan(buffered.iter().map(|(k, r)| (k, r)), stored);
         assert_eq!(p.commit, [key("0")]);
+        assert!(p.landed.is_empty());
         assert_eq!(p.committed, [key("1")]);
         assert_eq!(p.fenced, [(key("2"), Some(off(5)))]);
+    }
+
+    // A flush attempt committed 3..7 although its answer was lost, the table stalled, and
+    // two more appends (7..9, 9..12) joined the range: the table's 7 is a step of the range,
+    // not another writer's move.
+    #[test]
+    fn a_landed_attempt_inside_the_range_trims_it_instead_of_fencing() {
+        let mut range = Range::new(Some(off(3)), off(5));
+        range.extend(off(7));
+        range.extend(off(7)); // a watermark that did not move: no step of its own
+        range.extend(off(9));
+        range.extend(off(12));
+        assert_eq!(range.steps, [off(5), off(7), off(9)]);
+        assert_eq!(decide(Some(&off(7)), &range), Decision::Landed(1));
+        assert_eq!(decide(Some(&off(3)), &range), Decision::Commit);
+        assert_eq!(decide(Some(&off(12)), &range), Decision::AlreadyCommitted);
+        // Not a step: another writer's position, as before.
+        assert_eq!(decide(Some(&off(8)), &range), Decision::Fenced);
+        assert_eq!(decide(Some(&off(13)), &range), Decision::Fenced);
+        assert_eq!(decide(None, &range), Decision::Fenced);
+
+        let p = plan([(&key("0"), &range)], |_| Some(off(7)));
+        assert_eq!(p.commit, [key("0")]);
+        assert_eq!(p.landed, [(key("0"), 1)]);
+        range.trim(1);
+        assert_eq!(
+            range,
+            Range {
+                expect: Some(off(7)),
+                end: off(12),
+                steps: vec![off(9)]
+            }
+        );
+        assert_eq!(decide(Some(&off(7)), &range), Decision::Commit);
     }
 }

@@ -101,6 +101,22 @@ struct Pending {
     range: Range,
     batches: Vec<RecordBatch>,
     rows: usize,
+    /// For each of the range's steps, the batches and rows buffered up to it.
+    cuts: Vec<(usize, usize)>,
+}
+
+impl Pending {
+    /// Drops the rows up to the range's step `i` (the table holds them).
+    fn trim(&mut self, i: usize) {
+        let (batches, rows) = self.cuts[i];
+        self.batches.drain(..batches);
+        self.rows -= rows;
+        self.cuts.drain(..=i);
+        for cut in &mut self.cuts {
+            *cut = (cut.0 - batches, cut.1 - rows);
+        }
+        self.range.trim(i);
+    }
 }
 
 /// What one flush did.
@@ -320,14 +336,16 @@ impl TableSink {
         }
         self.fenced.remove(&key);
         let pending = self.pending.entry(key).or_insert_with(|| Pending {
-            range: Range {
-                expect,
-                end: end.clone(),
-            },
+            range: Range::new(expect, end.clone()),
             batches: Vec::new(),
             rows: 0,
+            cuts: Vec::new(),
         });
-        pending.range.end = end;
+        let steps = pending.range.steps.len();
+        pending.range.extend(end);
+        if pending.range.steps.len() > steps {
+            pending.cuts.push((pending.batches.len(), pending.rows));
+        }
         if let Some(b) = batch.filter(|b| b.num_rows() > 0) {
             self.rows += b.num_rows();
             self.bytes += b.get_array_memory_size();
@@ -491,9 +509,18 @@ impl TableSink {
         });
         let FlushPlan {
             commit,
+            landed,
             committed,
             fenced,
         } = decided;
+        for (key, i) in landed {
+            let p = self.pending.get_mut(&key).expect("a planned key is pending");
+            let at = p.range.steps[i].clone();
+            p.trim(i);
+            tracing::warn!(table = %self.name, %key, ?at, "an earlier attempt committed these rows up to this position (its answer was lost); committing the rest");
+            // Files an earlier attempt wrote hold the trimmed rows.
+            *written = None;
+        }
         for key in committed {
             let p = self.pending.remove(&key).expect("a planned key is pending");
             outcome.committed.push((key, p.range.end));

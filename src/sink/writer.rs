@@ -236,6 +236,72 @@ mod tests {
         assert!(!sink.is_due(), "nothing buffered after the flush");
     }
 
+    /// Every `n` in the Parquet files under `dir` (a table only appended to), sorted.
+    fn numbers_in(dir: &std::path::Path) -> Vec<i64> {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::Int64Type;
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "parquet") {
+                let file = std::fs::File::open(&path).unwrap();
+                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .build()
+                    .unwrap();
+                for batch in reader {
+                    out.extend(batch.unwrap().column(0).as_primitive::<Int64Type>().values().iter());
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    // A flush attempt whose commit landed although its answer was lost, then a stall that
+    // kept taking appends: the table holds a position inside the buffered range (seen in
+    // CI under the S3 fault suite's resets). A second sink on the same table commits the
+    // first append's rows, as the lost attempt did. The first sink must commit only the
+    // rest, not fence the key and drop rows the table does not have.
+    #[actix_rt::test]
+    async fn a_commit_that_landed_unseen_inside_the_range_is_trimmed_not_fenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut live, schema) = numbers_sink(dir.path(), WriterConfig::default()).await;
+        let (mut landed, _) = numbers_sink(dir.path(), WriterConfig::default()).await;
+        let rows = |from: i64, to: i64| {
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(from..to))]).unwrap()
+        };
+        let key = SourceKey::new(SourceKind::Kafka, "s", "0");
+        let at = Position::Offset;
+        live.append(key.clone(), None, at(10), Some(rows(0, 10)), None).unwrap();
+        live.append(key.clone(), Some(at(10)), at(15), None, None).unwrap();
+        live.append(key.clone(), Some(at(15)), at(20), Some(rows(15, 20)), None)
+            .unwrap();
+        landed
+            .append(key.clone(), None, at(10), Some(rows(0, 10)), None)
+            .unwrap();
+        landed.append(key.clone(), Some(at(10)), at(15), None, None).unwrap();
+        assert_eq!(landed.flush().await.unwrap().rows, 10);
+
+        let out = live.flush().await.unwrap();
+        assert!(out.fenced.is_empty(), "{out:?}");
+        assert_eq!(out.rows, 5, "only the rows after the table's position");
+        assert_eq!(live.checkpoints().await.unwrap()[&key], at(20));
+        let want: Vec<i64> = (0..10).chain(15..20).collect();
+        assert_eq!(numbers_in(&dir.path().join("t")), want, "each row once");
+
+        // Another writer's position that is no step of the range still fences the key.
+        let other = SourceKey::new(SourceKind::Kafka, "s", "1");
+        live.append(other.clone(), None, at(4), Some(rows(100, 104)), None)
+            .unwrap();
+        landed
+            .append(other.clone(), None, at(3), Some(rows(100, 103)), None)
+            .unwrap();
+        landed.flush().await.unwrap();
+        let out = live.flush().await.unwrap();
+        assert_eq!(out.fenced, [(other, Some(at(3)))]);
+    }
+
     // Regression: a 10 ms Tick interval overlapping appends and explicit flushes used to
     // find the sink moved out by another in-flight handler and panic (seen in CI).
     #[actix_rt::test]
