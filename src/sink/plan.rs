@@ -47,7 +47,7 @@ impl Range {
     pub fn extend(&mut self, end: Position) {
         let step = std::mem::replace(&mut self.end, end);
         // A watermark that does not move the position is not a step of its own.
-        if step != self.end && self.steps.last() != Some(&step) {
+        if step != self.end {
             self.steps.push(step);
         }
     }

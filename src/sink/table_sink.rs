@@ -106,6 +106,16 @@ struct Pending {
 }
 
 impl Pending {
+    /// The next append ends at `end`; its rows (if any) are pushed after this. A new step
+    /// of the range gets its cut here, so the two lists stay in step.
+    fn extend(&mut self, end: Position) {
+        let steps = self.range.steps.len();
+        self.range.extend(end);
+        if self.range.steps.len() > steps {
+            self.cuts.push((self.batches.len(), self.rows));
+        }
+    }
+
     /// Drops the rows up to the range's step `i` (the table holds them).
     fn trim(&mut self, i: usize) {
         let (batches, rows) = self.cuts[i];
@@ -341,11 +351,7 @@ impl TableSink {
             rows: 0,
             cuts: Vec::new(),
         });
-        let steps = pending.range.steps.len();
-        pending.range.extend(end);
-        if pending.range.steps.len() > steps {
-            pending.cuts.push((pending.batches.len(), pending.rows));
-        }
+        pending.extend(end);
         if let Some(b) = batch.filter(|b| b.num_rows() > 0) {
             self.rows += b.num_rows();
             self.bytes += b.get_array_memory_size();
