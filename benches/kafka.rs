@@ -55,10 +55,6 @@ type Record = (String, i32, Vec<u8>);
 /// `(topic, partition, offset)`: a row's lineage key.
 type Key = (String, String, String);
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 /// CPU seconds (user + system) of this process: the mock broker's share while a run is on.
 fn self_cpu() -> f64 {
     support::proc_stat("self").map_or(0.0, |(_, cpu)| cpu)
@@ -318,10 +314,10 @@ fn percentile(sorted: &[i64], q: f64) -> i64 {
 }
 
 fn main() {
-    let posts: u64 = env_or("PINPIPE_BENCH_POSTS", 333_334);
-    let partitions: i32 = env_or("PINPIPE_BENCH_PARTITIONS", 48);
-    let rate: f64 = env_or("PINPIPE_BENCH_RATE", 20_000.0);
-    let seconds: f64 = env_or("PINPIPE_BENCH_SECONDS", 10.0);
+    let posts: u64 = support::env_or("PINPIPE_BENCH_POSTS", 333_334);
+    let partitions: i32 = support::env_or("PINPIPE_BENCH_PARTITIONS", 48);
+    let rate: f64 = support::env_or("PINPIPE_BENCH_RATE", 20_000.0);
+    let seconds: f64 = support::env_or("PINPIPE_BENCH_SECONDS", 10.0);
     let dir = tempfile::tempdir().expect("tempdir");
     let mock: MockCluster<'static, DefaultProducerContext> = MockCluster::new(1).expect("mock broker");
     let brokers = mock.bootstrap_servers();
@@ -409,7 +405,7 @@ fn main() {
     // Whichever run comes first in a process measured 4-30 % fewer records per CPU s than
     // the same binary run second (BENCHMARKS.md), so a CPU comparison takes
     // `PINPIPE_BENCH_REPEAT` rounds, each round's order rotated by one, and compares medians.
-    let repeat: usize = env_or("PINPIPE_BENCH_REPEAT", 1usize).max(1);
+    let repeat: usize = support::env_or("PINPIPE_BENCH_REPEAT", 1usize).max(1);
     // Per run name, each round's (records per CPU s, records/s by wall clock, peak RSS MiB).
     let mut rounds: HashMap<String, Vec<(f64, f64, f64)>> = HashMap::new();
     for round in 0..repeat {
@@ -502,7 +498,7 @@ fn main() {
 
     // Latency at a fixed rate: the consumer runs first, the producer paces sends.
     let total = (rate * seconds) as usize;
-    let fetch_wait_ms: u64 = env_or("PINPIPE_BENCH_FETCH_WAIT_MS", 10);
+    let fetch_wait_ms: u64 = support::env_or("PINPIPE_BENCH_FETCH_WAIT_MS", 10);
     let mut lives = vec![(BIN, "live")];
     if let Some(b) = &before {
         lives.push((b.as_str(), "livebefore"));

@@ -75,11 +75,7 @@ fn run_bin(dir: &Path, config: &Path, args: &[&str], env: &[(&str, String)], out
 /// The binary's rounds (see the module docs). `input` holds the JSON files, `raw` the
 /// tables whose raw tables the replay reads; both were written by the runs above.
 fn binary_rounds(dir: &Path, input: &Path, raw: &Path, records: u64) {
-    let repeat: usize = std::env::var("PINPIPE_BENCH_REPEAT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
-        .max(1);
+    let repeat: usize = support::env_or("PINPIPE_BENCH_REPEAT", 3usize).max(1);
     // Defaults only: not the repository's config/pinpipe.toml, which the binary would
     // otherwise find in the bench's working folder.
     let config = dir.join("bench.toml");
@@ -139,10 +135,7 @@ fn binary_rounds(dir: &Path, input: &Path, raw: &Path, records: u64) {
 }
 
 fn main() {
-    let posts: u64 = std::env::var("PINPIPE_BENCH_POSTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(333_334);
+    let posts: u64 = support::env_or("PINPIPE_BENCH_POSTS", 333_334);
     // End to end: files on disk -> pinpipe batch -> local Delta tables.
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("raw");

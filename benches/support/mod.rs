@@ -88,6 +88,11 @@ pub fn read_columns(file: &Path, columns: &[&str]) -> Vec<RecordBatch> {
         .collect()
 }
 
+/// The environment variable `name` parsed, or `default` when unset or unparsable.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// A process's state letter and CPU seconds (user + system) from `/proc/<pid>/stat`
 /// (`"self"`: this process); None once it is gone.
 pub fn proc_stat(pid: &str) -> Option<(String, f64)> {
